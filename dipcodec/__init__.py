@@ -1,0 +1,30 @@
+"""dipcodec: image compression by overfitting a small Deep Image Prior network.
+
+The file holds only the network's quantized, entropy-coded weights (as deltas from a seeded
+initialization); the decoder regenerates the fixed input from the seed and runs one forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import pillow_plugin as _pillow_plugin  # registers .dip with Pillow
+from .decoder import decode, info
+from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError
+
+if TYPE_CHECKING:
+    from .encoder import encode
+
+__all__ = ["encode", "decode", "info", "DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "__version__"]
+__version__ = "0.1.0"
+
+_pillow_plugin.register()
+
+
+def __getattr__(name: str):
+    # The encoder pulls in the fitting code; importing it lazily keeps decode-only use free of it.
+    if name == "encode":
+        from .encoder import encode
+
+        return encode
+    raise AttributeError(f"module 'dipcodec' has no attribute {name!r}")

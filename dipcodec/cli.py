@@ -1,0 +1,170 @@
+"""The ``dipcodec`` command line: a thin layer over the Python API.
+
+Exit status: 0 success, 2 bad usage or bad input (including damaged files), 1 internal error.
+Errors and warnings are one line on stderr; set ``DIPCODEC_DEBUG=1`` for a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import DipcodecError, DipcodecWarning
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dipcodec", description="Image compression with a Deep Image Prior network.")
+    p.add_argument("--version", action="version", version=f"dipcodec {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enc = sub.add_parser("encode", help="compress an image to a .dip file")
+    enc.add_argument("input", metavar="IN", help="any image Pillow reads")
+    enc.add_argument("output", metavar="OUT", help="the .dip file to write")
+    rate = enc.add_mutually_exclusive_group()
+    rate.add_argument("--bpp", type=float, help="target bits per pixel of the whole file (met within 5%%)")
+    rate.add_argument("--quality", type=float, help="1-100, like JPEG's (default 75)")
+    enc.add_argument("--preset", choices=("fast", "default", "best"), default="default",
+                     help="encoder effort (default: %(default)s)")
+    enc.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
+    enc.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    enc.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    enc.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    dec = sub.add_parser("decode", help="decompress a .dip file to an image")
+    dec.add_argument("input", metavar="IN", help="the .dip file")
+    dec.add_argument("output", metavar="OUT", help="image to write; the format follows the extension (.png ...)")
+    dec.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    dec.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+
+    inf = sub.add_parser("info", help="describe a .dip file")
+    inf.add_argument("file", metavar="FILE")
+    inf.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DipcodecError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _check_paths(src: str, dst: str, force: bool) -> None:
+    if Path(dst).exists():
+        if Path(src).exists() and os.path.samefile(src, dst):
+            raise DipcodecError(f"{dst}: output is the input file")
+        if not force:
+            raise DipcodecError(f"{dst} already exists (use --force to overwrite)")
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .encoder import encode_detailed
+    from .images import read_image, write_atomic
+
+    _check_paths(args.input, args.output, args.force)
+    pixels = read_image(args.input)
+    bar = None
+
+    def progress(done: int, total: int, psnr: float) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="fitting", unit="it", leave=False, file=sys.stderr,
+                       bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+        bar.update(done - bar.n)
+        if done % 10 == 0 or done == total:
+            bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=False)
+
+    start = time.perf_counter()
+    try:
+        result = encode_detailed(pixels, bpp=args.bpp, quality=args.quality, preset=args.preset, seed=args.seed,
+                                 device=args.device, progress=None if args.quiet else progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_atomic(args.output, result.data, force=args.force)
+    if not args.quiet:
+        h, w = pixels.shape[:2]
+        print(f"{args.output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp, "
+              f"PSNR {result.psnr:.2f} dB, {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+def _decode(args: argparse.Namespace) -> None:
+    from .decoder import decode
+    from .images import write_image
+
+    _check_paths(args.input, args.output, args.force)
+    if Path(args.output).suffix.lower() == ".dip":
+        raise DipcodecError(f"{args.output}: decode writes an image; choose an image extension such as .png")
+    data = _read_bytes(args.input)
+    pixels = decode(data, device=args.device)
+    write_image(args.output, pixels, force=args.force)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .decoder import info
+
+    details = info(_read_bytes(args.file))
+    if args.json:
+        print(json.dumps(details, indent=2))
+        return
+    arch = details["architecture"]
+    lines = [
+        f"{args.file}: dipcodec format {details['format_version']}, {details['file_bytes']} bytes",
+        f"  image        {details['width']}x{details['height']}, {details['channels']} channel(s), mode {details['mode']}",
+        f"  network      {len(arch['channels'])} stages of widths {arch['channels']}, kernels {arch['kernel_sizes']}, "
+        f"shuffle {arch['shuffle']}, {arch['upsample']} upsampling",
+        f"  parameters   {details['parameters']}",
+        f"  reference    {details['reference']}" + (f" {details['base_id']}" if details["base_id"] else "")
+        + f", seed {details['seed']}",
+        "  sections     " + ", ".join(f"{k} {v} B" for k, v in details["section_bytes"].items()),
+        f"  rate         {details['bits_per_weight']:.3f} bits/weight, {details['bpp']:.4f} bpp",
+    ]
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status instead of exiting, so tests can call it."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help/--version
+        return int(exc.code or 0)
+    handler = {"encode": _encode, "decode": _decode, "info": _info}[args.command]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            handler(args)
+            status = 0
+        except DipcodecError as exc:
+            print(f"dipcodec: error: {exc}", file=sys.stderr)
+            status = 2
+        except KeyboardInterrupt:
+            print("dipcodec: interrupted", file=sys.stderr)
+            status = 130
+        except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
+            if os.environ.get("DIPCODEC_DEBUG"):
+                raise
+            print(f"dipcodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = 1
+    seen = set()
+    for w in caught:
+        message = str(w.message)
+        if not issubclass(w.category, DipcodecWarning) or message in seen:
+            continue
+        seen.add(message)
+        print(f"dipcodec: warning: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""The ``.dip`` file format, version 1: magic, version, header, tagged sections, CRC32.
+
+``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
+limits before anything is allocated, so a forged file costs no more memory than its declared image.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import zstandard
+
+from .entropy import TensorModel
+from .errors import DecodeError
+from .network import UPSAMPLE_MODES, NetworkConfig, decode_cost
+from .quantize import STEP_CODE_RANGE
+
+__all__ = [
+    "MAGIC", "VERSION", "MAX_SIDE", "Mode", "Reference", "Bitstream", "pack", "unpack", "section_sizes",
+]
+
+MAGIC = b"DIPC"
+VERSION = 1
+MAX_SIDE = 4096
+MAX_PARAMETERS = 1 << 21
+MAX_STAGES = 10
+MAX_CHANNELS = 512
+MAX_KERNEL = 15
+MAX_ACTIVATION_RATIO = 16
+"""A network may hold at most this many floats per declared image pixel in any one tensor."""
+MAX_MACS_PER_PIXEL = 32768
+"""And cost at most this many multiply-adds per declared image pixel."""
+MAX_SEED = (1 << 32) - 1
+BASE_ID_BYTES = 8
+
+Mode = Literal["plain", "inpaint", "super-resolution"]
+Reference = Literal["seed", "base", "previous-frame"]
+MODES: tuple[Mode, ...] = ("plain", "inpaint", "super-resolution")
+REFERENCES: tuple[Reference, ...] = ("seed", "base", "previous-frame")
+
+TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS, TAG_BASE = b"N", b"Q", b"W", b"B"
+_TABLE_RAW, _TABLE_ZSTD = 0, 1
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """The decoded contents of a ``.dip`` file, before the weights are rebuilt."""
+
+    width: int
+    height: int
+    channels: int
+    seed: int
+    network: NetworkConfig
+    step_codes: tuple[int, ...]
+    models: tuple[TensorModel, ...]
+    weights: bytes = field(repr=False)
+    mode: Mode = "plain"
+    reference: Reference = "seed"
+    base_id: bytes | None = None
+
+
+# ---------------------------------------------------------------- varints (LEB128, little-endian)
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _zigzag(value: int) -> bytes:
+    return _varint(value * 2 if value >= 0 else -value * 2 - 1)
+
+
+class _Reader:
+    """Bounds-checked cursor: every read past the end is a DecodeError naming what was being read."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, n: int, name: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise DecodeError(f"truncated {self.what}: {name} runs past the end")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, name: str) -> int:
+        return self.take(1, name)[0]
+
+    def varint(self, name: str, limit: int) -> int:
+        value = shift = 0
+        while True:
+            byte = self.u8(name)
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if value > limit or shift > 63:
+                raise DecodeError(f"{name} out of range in {self.what}")
+            if not byte & 0x80:
+                if byte == 0 and shift > 7:
+                    raise DecodeError(f"{name} is not minimally encoded in {self.what}")
+                return value
+
+    def zigzag(self, name: str, limit: int) -> int:
+        raw = self.varint(name, 2 * limit + 1)
+        return raw >> 1 if not raw & 1 else -(raw >> 1) - 1
+
+    def done(self) -> bool:
+        return self.pos == len(self.data)
+
+
+# ---------------------------------------------------------------- writing
+
+def _network_bytes(cfg: NetworkConfig) -> bytes:
+    out = bytearray([len(cfg.channels)]) + _varint(cfg.input_channels)
+    for c, k in zip(cfg.channels, cfg.kernel_sizes):
+        out += _varint(c) + bytes([k])
+    out += bytes([cfg.out_channels, cfg.shuffle, UPSAMPLE_MODES.index(cfg.upsample)])
+    return bytes(out)
+
+
+def _table_bytes(codes: tuple[int, ...], models: tuple[TensorModel, ...]) -> bytes:
+    raw = bytearray()
+    for code, m in zip(codes, models, strict=True):
+        raw += _zigzag(code) + _zigzag(m.scale_code) + _zigzag(m.center) + _zigzag(m.low) + _varint(m.high - m.low)
+    packed = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(bytes(raw))
+    if len(packed) < len(raw):
+        return bytes([_TABLE_ZSTD]) + packed
+    return bytes([_TABLE_RAW]) + bytes(raw)
+
+
+def _section(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def pack(stream: Bitstream) -> bytes:
+    """Serialize a bitstream; the result is the whole file."""
+    head = bytearray(MAGIC) + bytes([VERSION])
+    head += _varint(stream.width) + _varint(stream.height)
+    head += bytes([stream.channels, MODES.index(stream.mode), REFERENCES.index(stream.reference)])
+    head += _varint(stream.seed)
+    body = bytearray(head)
+    if stream.base_id is not None:
+        body += _section(TAG_BASE, stream.base_id)
+    body += _section(TAG_NETWORK, _network_bytes(stream.network))
+    body += _section(TAG_TABLE, _table_bytes(stream.step_codes, stream.models))
+    body += _section(TAG_WEIGHTS, stream.weights)
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+# ---------------------------------------------------------------- reading
+
+def _parse_network(payload: bytes, channels: int, width: int, height: int) -> NetworkConfig:
+    r = _Reader(payload, "network section")
+    stages = r.u8("stage count")
+    if not 1 <= stages <= MAX_STAGES:
+        raise DecodeError(f"stage count {stages} out of range")
+    input_channels = r.varint("input channels", MAX_CHANNELS)
+    widths, kernels = [], []
+    for _ in range(stages):
+        widths.append(r.varint("stage width", MAX_CHANNELS))
+        kernels.append(r.u8("kernel size"))
+    out_channels, shuffle, upsample = r.u8("output channels"), r.u8("shuffle"), r.u8("upsample mode")
+    if not r.done():
+        raise DecodeError("network section has trailing bytes")
+    if out_channels != channels:
+        raise DecodeError("network output channels do not match the image channels")
+    if upsample >= len(UPSAMPLE_MODES) or any(k > MAX_KERNEL for k in kernels):
+        raise DecodeError("invalid network description")
+    try:
+        cfg = NetworkConfig(tuple(widths), tuple(kernels), input_channels, out_channels, shuffle, UPSAMPLE_MODES[upsample])
+    except ValueError as exc:
+        raise DecodeError(f"invalid network description ({exc})") from None
+    check_network_limits(cfg, height, width, DecodeError)
+    return cfg
+
+
+def check_network_limits(cfg: NetworkConfig, height: int, width: int, error: type[Exception]) -> None:
+    """The bounds every file's network obeys (the encoder checks its own choices with them too)."""
+    if cfg.parameter_count() > MAX_PARAMETERS:
+        raise error(f"network declares {cfg.parameter_count()} parameters (limit {MAX_PARAMETERS})")
+    if cfg.stride > min(height, width):
+        raise error(f"network stride {cfg.stride} exceeds the image size {width}x{height}")
+    largest, macs = decode_cost(cfg, height, width)
+    if largest > MAX_ACTIVATION_RATIO:
+        raise error(f"network needs {largest:.0f} floats per pixel (limit {MAX_ACTIVATION_RATIO})")
+    if macs > MAX_MACS_PER_PIXEL:
+        raise error(f"network needs {macs:.0f} multiply-adds per pixel (limit {MAX_MACS_PER_PIXEL})")
+
+
+def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[TensorModel, ...]]:
+    if not payload:
+        raise DecodeError("empty quantization table")
+    limit = 32 * count + 64
+    if payload[0] == _TABLE_ZSTD:
+        try:
+            declared = zstandard.frame_content_size(payload[1:])
+            if not 0 < declared <= limit:  # -1: size not recorded; the encoder always records it
+                raise DecodeError("quantization table has a missing or oversized length")
+            raw = zstandard.ZstdDecompressor().decompress(payload[1:], max_output_size=limit, allow_extra_data=False)
+        except zstandard.ZstdError as exc:
+            raise DecodeError(f"corrupt quantization table ({exc})") from None
+    elif payload[0] == _TABLE_RAW:
+        raw = payload[1:]
+    else:
+        raise DecodeError(f"unknown quantization table encoding {payload[0]}")
+    r = _Reader(raw, "quantization table")
+    codes, models = [], []
+    for _ in range(count):
+        code = r.zigzag("step code", 1 << 16)
+        if not STEP_CODE_RANGE[0] <= code <= STEP_CODE_RANGE[1]:
+            raise DecodeError(f"step code {code} out of range")
+        scale, center, low = r.zigzag("scale code", 1 << 16), r.zigzag("centre", 1 << 21), r.zigzag("low", 1 << 21)
+        model = TensorModel(center=center, scale_code=scale, low=low, high=low + r.varint("span", 1 << 22))
+        model.validate()
+        codes.append(code)
+        models.append(model)
+    if not r.done():
+        raise DecodeError("quantization table has trailing bytes")
+    return tuple(codes), tuple(models)
+
+
+def _split(data: bytes) -> tuple[_Reader, dict[bytes, bytes], dict[str, int]]:
+    if len(data) < len(MAGIC) + 5:
+        raise DecodeError("file too short to be a dipcodec file")
+    if data[:4] != MAGIC:
+        raise DecodeError("not a dipcodec file (bad magic)")
+    if data[4] != VERSION:
+        raise DecodeError(f"unsupported format version {data[4]} (this decoder reads version {VERSION})")
+    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    if zlib.crc32(body) != crc:
+        raise DecodeError("checksum mismatch: the file is damaged")
+    r = _Reader(body, "header")
+    r.take(5, "magic")
+    fields = {
+        "width": r.varint("width", MAX_SIDE),
+        "height": r.varint("height", MAX_SIDE),
+        "channels": r.u8("channels"),
+        "mode": r.u8("mode"),
+        "reference": r.u8("reference"),
+        "seed": r.varint("seed", MAX_SEED),
+    }
+    sizes = {"header": r.pos}
+    sections: dict[bytes, bytes] = {}
+    while not r.done():
+        start = r.pos
+        tag = r.take(1, "section tag")
+        payload = r.take(r.varint("section length", len(body)), f"section {tag!r}")
+        if tag not in _SECTION_ORDER:
+            raise DecodeError(f"unknown section {tag!r}")
+        if tag in sections or any(_SECTION_ORDER.index(t) > _SECTION_ORDER.index(tag) for t in sections):
+            raise DecodeError(f"section {tag.decode()!r} is repeated or out of order")
+        sections[tag] = payload
+        sizes[_SECTION_NAMES[tag]] = r.pos - start
+    sizes["crc"] = 4
+    return r, sections, fields | sizes
+
+
+_SECTION_ORDER = (TAG_BASE, TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS)
+_SECTION_NAMES = {TAG_NETWORK: "network", TAG_TABLE: "quantization", TAG_WEIGHTS: "weights", TAG_BASE: "base"}
+
+
+def unpack(data: bytes) -> Bitstream:
+    """Parse and validate a whole file; raises :class:`DecodeError` with a one-line reason."""
+    data = bytes(data)
+    _, sections, f = _split(data)
+    w, h, ch = f["width"], f["height"], f["channels"]
+    if not (8 <= w <= MAX_SIDE and 8 <= h <= MAX_SIDE):
+        raise DecodeError(f"declared image size {w}x{h} is out of range")
+    if ch not in (1, 3):
+        raise DecodeError(f"declared channel count {ch} is not 1 or 3")
+    if f["mode"] >= len(MODES) or f["reference"] >= len(REFERENCES):
+        raise DecodeError("unknown coding mode or reference")
+    if MODES[f["mode"]] == "super-resolution":
+        raise DecodeError("super-resolution files need a newer decoder")
+    for tag in (TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS):
+        if tag not in sections:
+            raise DecodeError(f"missing section {tag.decode()!r}")
+    base_id = sections.get(TAG_BASE)
+    if (REFERENCES[f["reference"]] == "base") != (base_id is not None):
+        raise DecodeError("base-model reference and base section disagree")
+    if base_id is not None and len(base_id) != BASE_ID_BYTES:
+        raise DecodeError(f"base id must be {BASE_ID_BYTES} bytes")
+    network = _parse_network(sections[TAG_NETWORK], ch, w, h)
+    codes, models = _parse_table(sections[TAG_TABLE], len(network.tensor_shapes()))
+    if any(m.low < m.high for m in models) and not sections[TAG_WEIGHTS]:
+        raise DecodeError("weight section is empty")
+    return Bitstream(
+        width=w, height=h, channels=ch, seed=f["seed"], network=network, step_codes=codes, models=models,
+        weights=sections[TAG_WEIGHTS], mode=MODES[f["mode"]], reference=REFERENCES[f["reference"]], base_id=base_id,
+    )
+
+
+def section_sizes(data: bytes) -> dict[str, int]:
+    """Bytes taken by each part of a valid file (header, each section, crc)."""
+    _, _, f = _split(bytes(data))
+    return {k: v for k, v in f.items() if k in ("header", "crc", *_SECTION_NAMES.values())}

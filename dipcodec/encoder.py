@@ -1,0 +1,179 @@
+"""Encoding: choose a network for the bit budget, fit it, quantize, entropy-code, and hit the rate.
+
+``--bpp`` is met by bisecting the quantization fineness against the real packed size (header
+included). ``--quality`` maps to a bit budget that sizes the network, with a fixed fineness, so the
+rate follows the image's content the way JPEG's quality does.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .container import Bitstream, pack
+from .decoder import render, resolve_device
+from .entropy import encode_symbols, fit_model
+from .errors import DipcodecWarning, InputError
+from .fit import FitSchedule, fit, psnr_from_mse, quantization_aware_fit
+from .images import as_array
+from .network import Generator, NetworkConfig, fixed_input, reference_weights
+from .quantize import dequantize, quantize, step_codes_for
+
+__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "quality_to_bpp", "choose_network", "EncodeResult"]
+
+Preset = Literal["fast", "default", "best"]
+PRESETS: dict[str, FitSchedule] = {
+    "fast": FitSchedule(iterations=400, qat_iterations=60),
+    "default": FitSchedule(iterations=2400, qat_iterations=300),
+    "best": FitSchedule(iterations=9000, qat_iterations=800),
+}
+DEFAULT_QUALITY = 75
+BITS_PER_WEIGHT = 6.0
+"""Expected coded bits per weight at the working fineness; sizes the network for a bit budget."""
+QUALITY_FINENESS = 4.5
+"""Quantization fineness (log2 of steps per RMS) used by ``--quality``: near the rate-distortion optimum."""
+FINENESS_RANGE = (0.0, 12.0)
+
+Progress = Callable[[int, int, float], None]
+"""Called with (iterations done, iterations in all, current PSNR in dB)."""
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """The file and what the encoder measured on the way."""
+
+    data: bytes
+    psnr: float
+    float_psnr: float
+    pixels: np.ndarray
+
+
+def quality_to_bpp(quality: float) -> float:
+    """The bit budget a quality stands for: 0.25 bpp at 50, doubling every 25 steps (1.0 at 100)."""
+    return 0.25 * 2.0 ** ((quality - 50) / 25)
+
+
+def choose_network(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
+    """A Deep Decoder (1x1 convolutions) whose weight count fits the budget at ~BITS_PER_WEIGHT each.
+
+    Hidden layers run at a quarter of the image size (pixel shuffle 4) on images large enough for it;
+    stages are added until the fixed input is about 8 pixels on its short side.
+    """
+    short = min(height, width)
+    shuffle = 4 if short >= 64 else 2 if short >= 16 else 1
+    stages = int(np.clip(math.floor(math.log2(max(short / shuffle / 8, 1))) + 1, 1, 7))
+    params = max(budget_bits / BITS_PER_WEIGHT, 64)
+    out = channels * shuffle**2
+    # params ~= stages * k^2 + k * out + 2 * stages * k + out  ->  solve the quadratic for k
+    a, b, c = stages, out + 2 * stages, out - params
+    k = int(np.clip(round((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)), 4, 256))
+    return NetworkConfig(channels=(k,) * stages, kernel_sizes=(1,) * stages, input_channels=k,
+                         out_channels=channels, shuffle=shuffle, upsample="bilinear")
+
+
+class _Coder:
+    """Quantizes and packs one set of fitted weights at a given fineness."""
+
+    def __init__(self, weights: list[np.ndarray], reference: list[np.ndarray], header: dict) -> None:
+        self.weights, self.reference, self.header = weights, reference, header
+
+    def pack(self, fineness: float) -> tuple[bytes, list[int]]:
+        codes = step_codes_for(self.weights, fineness)
+        return self.pack_codes(codes), codes
+
+    def pack_codes(self, codes: list[int]) -> bytes:
+        symbols = quantize(self.weights, self.reference, codes)
+        models = [fit_model(s) for s in symbols]
+        stream = Bitstream(step_codes=tuple(codes), models=tuple(models),
+                           weights=encode_symbols(symbols, models), **self.header)
+        return pack(stream)
+
+    def dequantized(self, codes: list[int]) -> list[np.ndarray]:
+        return dequantize(quantize(self.weights, self.reference, codes), self.reference, codes)
+
+    def largest_under(self, target_bytes: int) -> tuple[bytes, list[int]]:
+        """The finest quantization whose file fits ``target_bytes`` (bisection on 1/16-octave steps)."""
+        lo, hi = (round(16 * f) for f in FINENESS_RANGE)
+        best = self.pack(lo / 16)
+        if len(best[0]) > target_bytes:
+            return best
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            candidate = self.pack(mid / 16)
+            if len(candidate[0]) <= target_bytes:
+                lo, best = mid, candidate
+            else:
+                hi = mid
+        return best
+
+
+def _weights_of(net: Generator) -> list[np.ndarray]:
+    return [p.detach().cpu().numpy().astype(np.float32) for p in net.parameters()]
+
+
+def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
+                    seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> EncodeResult:
+    """:func:`encode`, also returning the decoded pixels and the PSNRs measured on the way."""
+    pixels = as_array(image)
+    if bpp is not None and quality is not None:
+        raise InputError("give a target bpp or a quality, not both")
+    if bpp is not None and not (math.isfinite(bpp) and 0 < bpp <= 24):
+        raise InputError(f"bpp must be in (0, 24], got {bpp}")
+    if quality is not None and not 1 <= quality <= 100:
+        raise InputError(f"quality must be between 1 and 100, got {quality}")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
+    if not (isinstance(seed, int) and 0 <= seed < 2**32):
+        raise InputError("seed must be an integer in [0, 2**32)")
+    dev = resolve_device(device)
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else 3
+    schedule = PRESETS[preset]
+
+    budget_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
+    config = choose_network(height, width, channels, budget_bpp * height * width)
+    reference = reference_weights(config, seed)
+    net = Generator(config).load(reference).to(dev)
+    noise = fixed_input(config, seed, height, width).to(dev)
+    target = torch.from_numpy(pixels.reshape(height, width, channels).transpose(2, 0, 1).copy())
+    target = (target.float() / 255).unsqueeze(0).to(dev)
+
+    total = schedule.iterations + schedule.qat_iterations
+    report = (lambda i, p: progress(i, total, p)) if progress else None
+    float_psnr = fit(net, noise, target, schedule, report)
+
+    header = dict(width=width, height=height, channels=channels, seed=seed, network=config)
+    coder = _Coder(_weights_of(net), reference, header)
+    target_bytes = int(bpp * height * width / 8) if bpp is not None else None
+    if target_bytes is not None:
+        _, codes = coder.largest_under(target_bytes)
+    else:
+        codes = step_codes_for(coder.weights, QUALITY_FINENESS)
+    quantization_aware_fit(net, noise, target, reference, codes, schedule, report, schedule.iterations)
+
+    coder.weights = _weights_of(net)
+    data = coder.pack_codes(codes)
+    if target_bytes is not None and not 0.95 * target_bytes <= len(data) <= target_bytes:
+        data, codes = coder.largest_under(target_bytes)  # QAT moved the rate out of the window
+        if len(data) > target_bytes:
+            warnings.warn(f"cannot reach {bpp} bpp: the smallest file for this image is "
+                          f"{8 * len(data) / (height * width):.3f} bpp", DipcodecWarning, stacklevel=2)
+    decoded = render(config, coder.dequantized(codes), seed, height, width, dev)
+    mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
+    return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=float_psnr, pixels=decoded)
+
+
+def encode(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
+           seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> bytes:
+    """Compress an image (PIL image, or uint8 array HxW / HxWxC) to the bytes of a ``.dip`` file.
+
+    Give ``bpp`` for a target rate (met within 5%, header included) or ``quality`` (1-100, default 75).
+    """
+    return encode_detailed(image, bpp=bpp, quality=quality, preset=preset, seed=seed, device=device,
+                           progress=progress).data

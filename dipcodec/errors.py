@@ -1,0 +1,30 @@
+"""The exceptions and warnings dipcodec raises: one base class so callers can catch everything at once."""
+
+import sys
+import warnings
+
+__all__ = ["DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "warn"]
+
+
+class DipcodecError(Exception):
+    """Base class of every error dipcodec raises on purpose."""
+
+
+class InputError(DipcodecError, ValueError):
+    """The image or the settings given to the encoder cannot be used."""
+
+
+class DecodeError(DipcodecError, ValueError):
+    """A bitstream is damaged, forged, of an unknown version, or needs something not available."""
+
+
+class DipcodecWarning(UserWarning):
+    """Something was dropped or missed on the way (alpha channel, bit depth, rate target); work went on."""
+
+
+def warn(message: str) -> None:
+    """Issue a DipcodecWarning attributed to the first caller outside the dipcodec package."""
+    frame, level = sys._getframe(1), 2  # level 1 would be this function
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "dipcodec":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DipcodecWarning, stacklevel=level)

@@ -1,0 +1,108 @@
+"""Fitting the generator to one image: Adam on MSE, then a quantization-aware phase.
+
+The float phase follows a cosine learning-rate schedule and keeps its best iterate. The
+quantization-aware phase trains through the rounding with a straight-through estimator, so the
+weights settle where rounding costs little, and it keeps the best *quantized* iterate: what the
+decoder will see.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .network import Generator
+from .quantize import step_from_code
+
+__all__ = ["FitSchedule", "Progress", "fit", "quantization_aware_fit", "psnr_from_mse"]
+
+Progress = Callable[[int, float], None]
+"""Called after each iteration with (iterations done, current PSNR in dB)."""
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """Iteration budget and learning rates of one fit."""
+
+    iterations: int
+    qat_iterations: int
+    learning_rate: float = 0.01
+    qat_learning_rate: float = 0.002
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10 * math.log10(1 / mse) if mse > 0 else float("inf")
+
+
+def _masked_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    h, w = target.shape[-2:]
+    return F.mse_loss(output[..., :h, :w], target)
+
+
+def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: FitSchedule,
+        progress: Progress | None = None) -> float:
+    """Fit in float; leaves the best iterate in ``net`` and returns its PSNR."""
+    opt = torch.optim.Adam(net.parameters(), lr=schedule.learning_rate)
+    total = max(schedule.iterations, 1)
+    lr_at = lambda i: schedule.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / total)))
+    best_mse, best = float("inf"), [p.detach().clone() for p in net.parameters()]
+    for i in range(schedule.iterations):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(i)
+        opt.zero_grad(set_to_none=True)
+        loss = _masked_mse(net(noise), target)
+        loss.backward()
+        mse = loss.item()  # the loss of the weights *before* this step
+        if mse < best_mse:
+            best_mse = mse
+            best = [p.detach().clone() for p in net.parameters()]
+        opt.step()
+        if progress:
+            progress(i + 1, psnr_from_mse(mse))
+    with torch.no_grad():
+        for p, b in zip(net.parameters(), best):
+            p.copy_(b)
+    return psnr_from_mse(best_mse)
+
+
+def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Tensor,
+                           reference: list[np.ndarray], step_codes: list[int], schedule: FitSchedule,
+                           progress: Progress | None = None, progress_offset: int = 0) -> float:
+    """Fine-tune through the quantizer (straight-through); leaves the weights whose *rounded* version
+    fit best in ``net`` and returns the PSNR of that rounded network."""
+    device = next(net.parameters()).device
+    refs = [torch.from_numpy(r).to(device) for r in reference]
+    steps = [torch.tensor(float(step_from_code(c)), device=device) for c in step_codes]
+
+    def rounded(params: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [r + torch.round((p - r) / s) * s for p, r, s in zip(params, refs, steps)]
+
+    params = list(net.parameters())
+    opt = torch.optim.Adam(params, lr=schedule.qat_learning_rate)
+    best_mse, best = float("inf"), [p.detach().clone() for p in params]
+    for i in range(schedule.qat_iterations + 1):
+        opt.zero_grad(set_to_none=True)
+        q = rounded([p.detach() for p in params])
+        ste = [p + (qp - p).detach() for p, qp in zip(params, q)]
+        loss = _masked_mse(net(noise, ste), target)
+        mse = loss.item()
+        if mse < best_mse:
+            best_mse = mse
+            best = [p.detach().clone() for p in params]
+        if i == schedule.qat_iterations:
+            break
+        loss.backward()
+        for group in opt.param_groups:
+            group["lr"] = schedule.qat_learning_rate * (1 - i / max(schedule.qat_iterations, 1))
+        opt.step()
+        if progress:
+            progress(progress_offset + i + 1, psnr_from_mse(mse))
+    with torch.no_grad():
+        for p, b in zip(params, best):
+            p.copy_(b)
+    return psnr_from_mse(best_mse)

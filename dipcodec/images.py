@@ -1,0 +1,135 @@
+"""Reading images into the uint8 arrays the codec works on, and writing files atomically.
+
+The codec codes 8-bit grayscale (one channel) or RGB. Everything else Pillow can read is brought to
+one of those, with a warning whenever information is dropped (alpha, bits beyond 8).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DipcodecWarning, InputError
+
+__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic"]
+
+MIN_SIDE, MAX_SIDE = 8, 4096
+_GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA", "La"}
+
+
+def _check_size(height: int, width: int) -> None:
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+        raise InputError(f"image is {width}x{height}; dipcodec codes sizes from {MIN_SIDE}x{MIN_SIDE} to {MAX_SIDE}x{MAX_SIDE}")
+
+
+def _from_pil(im: Image.Image) -> np.ndarray:
+    sixteen_bit = any(";16" in str(t.args) for t in (im.tile or []))
+    w, h = im.size
+    _check_size(h, w)  # before decoding the pixels: a huge image costs nothing to reject
+    try:
+        im.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"cannot decode image: {exc}") from None
+    mode = im.mode
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        warnings.warn("dropping the alpha channel: dipcodec codes grayscale or RGB", DipcodecWarning, stacklevel=3)
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(im)
+        if mode == "F" or values.max(initial=0) > 255 or mode.startswith("I;16"):
+            warnings.warn("reducing a 16-bit image to 8 bits", DipcodecWarning, stacklevel=3)
+            values = np.clip(values.astype(np.float64) / 257.0 if mode != "F" else values, 0, 255)
+        return np.rint(values).astype(np.uint8)
+    if sixteen_bit:
+        warnings.warn("reducing a 16-bit image to 8 bits", DipcodecWarning, stacklevel=3)
+    if mode in _GRAY_MODES:
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def as_array(image: "Image.Image | np.ndarray") -> np.ndarray:
+    """A uint8 array HxW (grayscale) or HxWx3 from a PIL image or an array HxW / HxWxC (C in 1, 3, 4)."""
+    if isinstance(image, Image.Image):
+        return _from_pil(image)
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    a = image
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise InputError(f"expected an array HxW or HxWxC with C in 1, 3, 4; got shape {image.shape}")
+    _check_size(a.shape[0], a.shape[1])
+    if a.dtype == np.uint16:
+        warnings.warn("reducing a 16-bit image to 8 bits", DipcodecWarning, stacklevel=3)
+        a = np.rint(a / 257.0).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise InputError(f"expected uint8 pixels, got {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 4:
+        warnings.warn("dropping the alpha channel: dipcodec codes grayscale or RGB", DipcodecWarning, stacklevel=3)
+        a = a[:, :, :3]
+    return np.ascontiguousarray(a)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image Pillow can open; the first frame of an animation."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: file is empty")
+        with Image.open(path) as im:
+            return _from_pil(im)
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: cannot read image ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place, so a crash or an
+    error never leaves a partial file; refuses to replace an existing file unless ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists (use --force to overwrite)")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory")
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike, pixels: np.ndarray, *, force: bool = False) -> None:
+    """Save pixels in the format named by the extension (PNG, BMP, TIFF, WebP, JPEG ...), atomically."""
+    import io
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt == "DIPCODEC":
+        raise InputError(f"{path}: cannot tell the image format from the extension (use .png, .bmp, .tiff ...)")
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(pixels).save(buffer, format=fmt)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: cannot write as {fmt}: {exc}") from None
+    write_atomic(path, buffer.getvalue(), force=force)

@@ -1,0 +1,176 @@
+"""The generator network: fixed seeded noise -> upsampling stages -> image.
+
+A Deep Decoder-style stack sized for compression. Each stage is conv -> per-channel normalization ->
+ReLU, with a 2x upsampling between stages; the last stage runs at ``1/shuffle`` of the image size and a
+1x1 convolution emits ``shuffle**2`` sub-pixels per output pixel (pixel shuffle). Keeping every hidden
+tensor below full resolution is what makes a fit affordable on a CPU. Normalization uses the statistics
+of the current image only (no running averages), so encoder and decoder compute the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .noise import INPUT_STREAM, uniform, weight_stream
+
+__all__ = ["NetworkConfig", "Generator", "fixed_input", "reference_weights", "padded_size", "decode_cost"]
+
+Upsample = Literal["bilinear", "nearest"]
+UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Everything the decoder needs to rebuild the network; serialized into the file header."""
+
+    channels: tuple[int, ...]
+    """Width of each stage, coarsest first."""
+    kernel_sizes: tuple[int, ...]
+    """Convolution kernel of each stage (odd)."""
+    input_channels: int
+    out_channels: Literal[1, 3]
+    shuffle: int = 2
+    upsample: Upsample = "bilinear"
+
+    def __post_init__(self) -> None:
+        if not self.channels or len(self.channels) != len(self.kernel_sizes):
+            raise ValueError("channels and kernel_sizes must be non-empty and of equal length")
+        if any(c < 1 for c in self.channels) or self.input_channels < 1:
+            raise ValueError("channel counts must be positive")
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError("kernel sizes must be odd and positive")
+        if self.out_channels not in (1, 3) or self.shuffle not in (1, 2, 4):
+            raise ValueError("out_channels must be 1 or 3 and shuffle 1, 2 or 4")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}")
+
+    @property
+    def stride(self) -> int:
+        """Image pixels per input pixel along each axis."""
+        return self.shuffle * 2 ** (len(self.channels) - 1)
+
+    def tensor_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the network's tensors in their fixed order: per stage (conv weight, norm gain, norm
+        bias), then the output convolution's weight and bias. Stage convolutions have no bias: the
+        normalization after them would subtract it."""
+        shapes: list[tuple[int, ...]] = []
+        c_in = self.input_channels
+        for c, k in zip(self.channels, self.kernel_sizes):
+            shapes += [(c, c_in, k, k), (c,), (c,)]
+            c_in = c
+        c_out = self.out_channels * self.shuffle**2
+        shapes += [(c_out, c_in, 1, 1), (c_out,)]
+        return shapes
+
+    def parameter_count(self) -> int:
+        return sum(math.prod(s) for s in self.tensor_shapes())
+
+
+def padded_size(config: NetworkConfig, height: int, width: int) -> tuple[int, int]:
+    """The image size rounded up to the network's stride; the decoder crops back to the true size."""
+    s = config.stride
+    return -(-height // s) * s, -(-width // s) * s
+
+
+def decode_cost(config: NetworkConfig, height: int, width: int) -> tuple[float, float]:
+    """(largest activation tensor, multiply-adds) per image pixel of one forward pass.
+
+    The decoder bounds both before running a network from a file, so a forged header cannot make it
+    allocate or compute more than a fixed multiple of what the declared image itself needs.
+    """
+    ph, pw = padded_size(config, height, width)
+    pixels = height * width
+    largest, macs = 0, 0
+    c_in = config.input_channels
+    for stage, (c, k) in enumerate(zip(config.channels, config.kernel_sizes)):
+        area = ph * pw // (config.stride // 2**stage) ** 2
+        largest = max(largest, c_in * area, c * area)
+        macs += c_in * c * k * k * area
+        c_in = c
+    out = config.out_channels * config.shuffle**2
+    largest = max(largest, out * ph * pw // config.shuffle**2)
+    macs += c_in * out * ph * pw // config.shuffle**2
+    return largest / pixels, macs / pixels
+
+
+def fixed_input(config: NetworkConfig, seed: int, height: int, width: int) -> torch.Tensor:
+    """The network's input for an image of this size: uniform noise on [0, 1), regenerated from the seed."""
+    ph, pw = padded_size(config, height, width)
+    shape = (1, config.input_channels, ph // config.stride, pw // config.stride)
+    return torch.from_numpy(uniform(seed, INPUT_STREAM, shape))
+
+
+def reference_weights(config: NetworkConfig, seed: int) -> list[np.ndarray]:
+    """The seeded initialization: convolutions uniform in +-1/sqrt(fan_in) (torch's default bound),
+    normalization gains 1 and biases 0. It is both the fit's start and the reference of the coded deltas."""
+    tensors = []
+    for index, shape in enumerate(config.tensor_shapes()):
+        kind = _tensor_kind(index, len(config.channels))
+        if kind in ("conv_weight", "conv_bias"):
+            fan_in = _fan_in(config, index)
+            bound = float(np.float32(1.0 / math.sqrt(fan_in)))
+            tensors.append(uniform(seed, weight_stream(index), shape, -bound, bound))
+        elif kind == "norm_gain":
+            tensors.append(np.ones(shape, np.float32))
+        else:
+            tensors.append(np.zeros(shape, np.float32))
+    return tensors
+
+
+def _tensor_kind(index: int, stages: int) -> str:
+    if index >= 3 * stages:
+        return ("conv_weight", "conv_bias")[index - 3 * stages]
+    return ("conv_weight", "norm_gain", "norm_bias")[index % 3]
+
+
+def _fan_in(config: NetworkConfig, index: int) -> int:
+    stage = index // 3
+    if stage >= len(config.channels):
+        return config.channels[-1]
+    c_in = config.input_channels if stage == 0 else config.channels[stage - 1]
+    return c_in * config.kernel_sizes[stage] ** 2
+
+
+class Generator(nn.Module):
+    """The network described by a :class:`NetworkConfig`; its tensors follow ``config.tensor_shapes()``."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.weights = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in config.tensor_shapes())
+
+    def load(self, tensors: list[np.ndarray]) -> "Generator":
+        """Copy numpy tensors (in ``tensor_shapes`` order) into the network."""
+        with torch.no_grad():
+            for p, t in zip(self.weights, tensors, strict=True):
+                p.copy_(torch.from_numpy(np.asarray(t, np.float32)))
+        return self
+
+    def forward(self, noise: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Image in [0, 1] of the padded size. ``weights`` replaces the parameters (quantization-aware fit)."""
+        w = list(self.weights) if weights is None else weights
+        cfg = self.config
+        x = noise
+        for stage, k in enumerate(cfg.kernel_sizes):
+            if stage > 0:
+                x = F.interpolate(x, scale_factor=2, mode=cfg.upsample, **_align(cfg.upsample))
+            conv_w, gain, bias = w[3 * stage : 3 * stage + 3]
+            if k > 1:
+                x = F.pad(x, (k // 2,) * 4, mode="reflect" if min(x.shape[-2:]) > k // 2 else "replicate")
+            x = F.conv2d(x, conv_w)
+            x = F.relu(F.group_norm(x, x.shape[1], gain, bias, eps=1e-5))
+        x = F.conv2d(x, w[-2], w[-1])
+        if cfg.shuffle > 1:
+            x = F.pixel_shuffle(x, cfg.shuffle)
+        return torch.sigmoid(x)
+
+
+def _align(mode: str) -> dict:
+    return {"align_corners": False} if mode == "bilinear" else {}

@@ -1,0 +1,42 @@
+"""A Pillow plugin so ``PIL.Image.open("x.dip")`` decodes dipcodec files."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageFile
+
+from .container import MAGIC
+
+__all__ = ["DipImageFile", "register"]
+
+
+class DipImageFile(ImageFile.ImageFile):
+    format = "DIPCODEC"
+    format_description = "dipcodec Deep Image Prior image"
+
+    def _open(self) -> None:
+        from .decoder import decode  # deferred: Pillow imports plugins eagerly, torch is heavy
+
+        data = self.fp.read()
+        try:
+            pixels = decode(data)
+        except Exception as exc:  # Pillow expects SyntaxError from a plugin that cannot read the file
+            raise SyntaxError(str(exc)) from None
+        self._decoded = Image.fromarray(pixels)
+        self._mode = self._decoded.mode
+        self._size = self._decoded.size
+        self.tile = []
+
+    def load(self):
+        if getattr(self, "_im", None) is None:
+            self.im = self._decoded.im
+        return Image.Image.load(self)
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[:4] == MAGIC
+
+
+def register() -> None:
+    Image.register_open(DipImageFile.format, DipImageFile, _accept)
+    Image.register_extension(DipImageFile.format, ".dip")
+    Image.register_mime(DipImageFile.format, "image/x-dipcodec")
