@@ -8,7 +8,6 @@ rate follows the image's content the way JPEG's quality does.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -16,10 +15,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .container import Bitstream, pack
+from .container import Bitstream, check_network_limits, pack
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
-from .errors import DipcodecWarning, InputError
+from .errors import InputError, warn
 from .fit import FitSchedule, fit, psnr_from_mse, quantization_aware_fit
 from .images import as_array
 from .network import Generator, NetworkConfig, fixed_input, reference_weights
@@ -39,6 +38,7 @@ BITS_PER_WEIGHT = 6.0
 QUALITY_FINENESS = 4.5
 """Quantization fineness (log2 of steps per RMS) used by ``--quality``: near the rate-distortion optimum."""
 FINENESS_RANGE = (0.0, 12.0)
+MAX_WIDTH = 128
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
@@ -63,18 +63,28 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float) -
     """A Deep Decoder (1x1 convolutions) whose weight count fits the budget at ~BITS_PER_WEIGHT each.
 
     Hidden layers run at a quarter of the image size (pixel shuffle 4) on images large enough for it;
-    stages are added until the fixed input is about 8 pixels on its short side.
+    stages are added until the fixed input is about 8 pixels on its short side (fewer on small images,
+    which still need several upsampling stages for the network to act as an image prior).
     """
     short = min(height, width)
     shuffle = 4 if short >= 64 else 2 if short >= 16 else 1
-    stages = int(np.clip(math.floor(math.log2(max(short / shuffle / 8, 1))) + 1, 1, 7))
+    input_side = 8 if short >= 256 else 4 if short >= 64 else 2
+    stages = int(np.clip(math.floor(math.log2(max(short / shuffle / input_side, 1))) + 1, 1, 7))
     params = max(budget_bits / BITS_PER_WEIGHT, 64)
     out = channels * shuffle**2
     # params ~= stages * k^2 + k * out + 2 * stages * k + out  ->  solve the quadratic for k
     a, b, c = stages, out + 2 * stages, out - params
-    k = int(np.clip(round((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)), 4, 256))
-    return NetworkConfig(channels=(k,) * stages, kernel_sizes=(1,) * stages, input_channels=k,
-                         out_channels=channels, shuffle=shuffle, upsample="bilinear")
+    k = int(np.clip(round((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)), 4, MAX_WIDTH))
+    while True:  # narrow until the decoder's cost limits hold (they bind on tiny, heavily padded images)
+        config = NetworkConfig(channels=(k,) * stages, kernel_sizes=(1,) * stages, input_channels=k,
+                               out_channels=channels, shuffle=shuffle, upsample="bilinear")
+        try:
+            check_network_limits(config, height, width, InputError)
+            return config
+        except InputError:
+            if k <= 4:
+                raise
+            k -= 1
 
 
 class _Coder:
@@ -162,8 +172,8 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     if target_bytes is not None and not 0.95 * target_bytes <= len(data) <= target_bytes:
         data, codes = coder.largest_under(target_bytes)  # QAT moved the rate out of the window
         if len(data) > target_bytes:
-            warnings.warn(f"cannot reach {bpp} bpp: the smallest file for this image is "
-                          f"{8 * len(data) / (height * width):.3f} bpp", DipcodecWarning, stacklevel=2)
+            warn(f"cannot reach {bpp} bpp: the smallest file for this image is "
+                          f"{8 * len(data) / (height * width):.3f} bpp")
     decoded = render(config, coder.dequantized(codes), seed, height, width, dev)
     mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
     return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=float_psnr, pixels=decoded)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DipcodecWarning, InputError
+from .errors import InputError, warn
 
 __all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic"]
 
@@ -28,7 +27,7 @@ def _check_size(height: int, width: int) -> None:
 
 
 def _from_pil(im: Image.Image) -> np.ndarray:
-    sixteen_bit = any(";16" in str(t.args) for t in (im.tile or []))
+    sixteen_bit = any(";16" in str(t.args) for t in (getattr(im, "tile", None) or []))  # only file-read images have tiles
     w, h = im.size
     _check_size(h, w)  # before decoding the pixels: a huge image costs nothing to reject
     try:
@@ -40,15 +39,15 @@ def _from_pil(im: Image.Image) -> np.ndarray:
         im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
         mode = im.mode
     if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-        warnings.warn("dropping the alpha channel: dipcodec codes grayscale or RGB", DipcodecWarning, stacklevel=3)
+        warn("dropping the alpha channel: dipcodec codes grayscale or RGB")
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(im)
         if mode == "F" or values.max(initial=0) > 255 or mode.startswith("I;16"):
-            warnings.warn("reducing a 16-bit image to 8 bits", DipcodecWarning, stacklevel=3)
+            warn("reducing a 16-bit image to 8 bits")
             values = np.clip(values.astype(np.float64) / 257.0 if mode != "F" else values, 0, 255)
         return np.rint(values).astype(np.uint8)
     if sixteen_bit:
-        warnings.warn("reducing a 16-bit image to 8 bits", DipcodecWarning, stacklevel=3)
+        warn("reducing a 16-bit image to 8 bits")
     if mode in _GRAY_MODES:
         return np.asarray(im.convert("L"), dtype=np.uint8).copy()
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
@@ -67,12 +66,12 @@ def as_array(image: "Image.Image | np.ndarray") -> np.ndarray:
         raise InputError(f"expected an array HxW or HxWxC with C in 1, 3, 4; got shape {image.shape}")
     _check_size(a.shape[0], a.shape[1])
     if a.dtype == np.uint16:
-        warnings.warn("reducing a 16-bit image to 8 bits", DipcodecWarning, stacklevel=3)
+        warn("reducing a 16-bit image to 8 bits")
         a = np.rint(a / 257.0).astype(np.uint8)
     elif a.dtype != np.uint8:
         raise InputError(f"expected uint8 pixels, got {a.dtype}")
     if a.ndim == 3 and a.shape[2] == 4:
-        warnings.warn("dropping the alpha channel: dipcodec codes grayscale or RGB", DipcodecWarning, stacklevel=3)
+        warn("dropping the alpha channel: dipcodec codes grayscale or RGB")
         a = a[:, :, :3]
     return np.ascontiguousarray(a)
 
