@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Write tests/data/golden-v1.dip and the pixels it decodes to (golden-v1.png).
+
+Run once per format version. The files are committed; every later version of dipcodec must still
+decode golden-v1.dip to golden-v1.png (tests/test_golden.py). Never regenerate an existing version.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import dipcodec
+from dipcodec.container import VERSION
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+def golden_image() -> np.ndarray:
+    """A 40x24 RGB test card: gradients, a disc and a bar, made in code."""
+    y, x = np.mgrid[0:24, 0:40].astype(np.float64)
+    r = 255 * x / 39
+    g = 255 * y / 23
+    b = 128 + 100 * np.sin(x / 5) * np.cos(y / 4)
+    disc = (x - 28) ** 2 + (y - 12) ** 2 < 36
+    r[disc], g[disc], b[disc] = 240, 200, 30
+    g[4:8, 3:20] = 20
+    return np.clip(np.stack([r, g, b], -1), 0, 255).round().astype(np.uint8)
+
+
+def main() -> int:
+    target = DATA / f"golden-v{VERSION}.dip"
+    if target.exists() and "--overwrite" not in sys.argv:
+        print(f"{target} exists; a golden file is never regenerated for the same version", file=sys.stderr)
+        return 2
+    DATA.mkdir(parents=True, exist_ok=True)
+    data = dipcodec.encode(golden_image(), bpp=3.0, preset="fast", seed=7)
+    target.write_bytes(data)
+    Image.fromarray(dipcodec.decode(data)).save(target.with_suffix(".png"))
+    Image.fromarray(golden_image()).save(DATA / "golden-source.png")
+    print(f"wrote {target} ({len(data)} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
