@@ -1,0 +1,114 @@
+"""The golden file: every version of dipcodec must decode it, and no mutation of it may crash the decoder."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dipcodec
+from dipcodec import DecodeError
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden-v1.dip"
+
+
+@pytest.fixture(scope="module")
+def golden() -> bytes:
+    return GOLDEN.read_bytes()
+
+
+def test_golden_decodes_to_pinned_pixels(golden):
+    expected = np.asarray(Image.open(DATA / "golden-v1.png"))
+    decoded = dipcodec.decode(golden)
+    assert decoded.shape == expected.shape == (24, 40, 3)
+    # Float convolutions may round differently in another BLAS; allow a stray 1-level flip, nothing more.
+    difference = np.abs(decoded.astype(int) - expected.astype(int))
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= expected.size // 1000
+
+
+def test_golden_still_resembles_its_source(golden):
+    source = np.asarray(Image.open(DATA / "golden-source.png")).astype(float)
+    mse = np.mean((dipcodec.decode(golden).astype(float) - source) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 20
+
+
+def test_golden_info(golden):
+    details = dipcodec.info(golden)
+    assert (details["width"], details["height"], details["channels"]) == (40, 24, 3)
+    assert details["seed"] == 7 and details["format_version"] == 1
+    assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _mutations(data: bytes, count: int, seed: int):
+    """Seeded damage: bit flips, byte overwrites, truncations, insertions, deletions, and the same with a
+    recomputed CRC, so that the parser (not only the checksum) meets forged content."""
+    rng = random.Random(seed)
+    body = data[:-4]
+    for i in range(count):
+        kind = rng.randrange(6)
+        b = bytearray(body if i % 2 else data)
+        if kind == 0:
+            pos = rng.randrange(len(b))
+            b[pos] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif kind == 2:
+            b = b[: rng.randrange(len(b))]
+        elif kind == 3:
+            pos = rng.randrange(len(b) + 1)
+            b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif kind == 4:
+            pos = rng.randrange(len(b))
+            del b[pos : pos + rng.randint(1, 8)]
+        else:  # a header field set to an extreme value
+            pos = rng.randrange(min(len(b), 24))
+            b[pos] = rng.choice([0x00, 0x7F, 0x80, 0xFF])
+        yield _with_crc(bytes(b)) if i % 2 else bytes(b)
+
+
+def test_mutated_golden_files_decode_or_raise_decode_error(golden):
+    outcomes = {"decoded": 0, "rejected": 0}
+    for damaged in _mutations(golden, 3000, seed=1234):
+        try:
+            pixels = dipcodec.decode(damaged)
+        except DecodeError as exc:
+            assert "\n" not in str(exc) and str(exc)
+            outcomes["rejected"] += 1
+        else:
+            assert pixels.dtype == np.uint8 and pixels.ndim in (2, 3)
+            outcomes["decoded"] += 1
+    assert outcomes["rejected"] > 2000  # most damage is caught, and nothing else was raised
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "too short"),
+        (b"GIF89a" + bytes(40), "bad magic"),
+        (b"DIPC\x63" + bytes(40), "version"),
+    ],
+)
+def test_obviously_bad_files(data, reason):
+    with pytest.raises(DecodeError, match=reason):
+        dipcodec.decode(data)
+
+
+def test_forged_huge_image_is_rejected_before_allocation(golden):
+    # Width 1_000_000 as a varint in place of the real width, CRC recomputed: rejected by the limit.
+    body = bytearray(golden[:-4])
+    width_end = 5 + next(i for i in range(4) if body[5 + i] < 0x80) + 1
+    body[5:width_end] = bytes([0xC0, 0x84, 0x3D])
+    with pytest.raises(DecodeError, match="out of range"):
+        dipcodec.decode(_with_crc(bytes(body)))
