@@ -28,9 +28,12 @@ __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "quality_to_bpp", "
 
 Preset = Literal["fast", "default", "best"]
 PRESETS: dict[str, FitSchedule] = {
-    "fast": FitSchedule(iterations=400, qat_iterations=60),
-    "default": FitSchedule(iterations=2400, qat_iterations=300),
-    "best": FitSchedule(iterations=9000, qat_iterations=800),
+    # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
+    # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
+    # fast < 1 minute, default < 5 minutes, best < 10 minutes.
+    "fast": FitSchedule(iterations=450, qat_iterations=60),
+    "default": FitSchedule(iterations=2200, qat_iterations=300),
+    "best": FitSchedule(iterations=4500, qat_iterations=500),
 }
 DEFAULT_QUALITY = 75
 BITS_PER_WEIGHT = 6.0
@@ -39,6 +42,8 @@ QUALITY_FINENESS = 4.5
 """Quantization fineness (log2 of steps per RMS) used by ``--quality``: near the rate-distortion optimum."""
 FINENESS_RANGE = (0.0, 12.0)
 MAX_WIDTH = 128
+INPUT_SIDE = 8
+"""Short side, in pixels, of the fixed input of images 256 pixels a side or more."""
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
@@ -60,31 +65,43 @@ def quality_to_bpp(quality: float) -> float:
 
 
 def choose_network(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
-    """A Deep Decoder (1x1 convolutions) whose weight count fits the budget at ~BITS_PER_WEIGHT each.
+    """A Deep Decoder (1x1 convolutions) with about ``budget_bits / BITS_PER_WEIGHT`` weights.
 
-    Hidden layers run at a quarter of the image size (pixel shuffle 4) on images large enough for it;
-    stages are added until the fixed input is about 8 pixels on its short side (fewer on small images,
-    which still need several upsampling stages for the network to act as an image prior).
+    On images of 64 pixels or more a side, the hidden stages run at a quarter of the image size and a
+    last, half-width stage at half size feeds a 2x pixel shuffle: the half-size stage buys ~0.5 dB at
+    equal time over shuffling 4x straight from quarter size (BENCHMARKS.md), while no hidden tensor
+    is ever full size. Stages are added until the fixed input is about 8 pixels on its short side
+    (4 on images under 256 pixels a side: measured best on small images).
     """
     short = min(height, width)
-    shuffle = 4 if short >= 64 else 2 if short >= 16 else 1
-    input_side = 8 if short >= 256 else 4 if short >= 64 else 2
-    stages = int(np.clip(math.floor(math.log2(max(short / shuffle / input_side, 1))) + 1, 1, 7))
-    params = max(budget_bits / BITS_PER_WEIGHT, 64)
-    out = channels * shuffle**2
-    # params ~= stages * k^2 + k * out + 2 * stages * k + out  ->  solve the quadratic for k
-    a, b, c = stages, out + 2 * stages, out - params
-    k = int(np.clip(round((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)), 4, MAX_WIDTH))
-    while True:  # narrow until the decoder's cost limits hold (they bind on tiny, heavily padded images)
-        config = NetworkConfig(channels=(k,) * stages, kernel_sizes=(1,) * stages, input_channels=k,
-                               out_channels=channels, shuffle=shuffle, upsample="bilinear")
-        try:
-            check_network_limits(config, height, width, InputError)
-            return config
+    if short >= 64:
+        input_side = INPUT_SIDE if short >= 256 else 4
+        quarter = int(np.clip(math.floor(math.log2(short / 4 / input_side)) + 1, 1, 6))
+        layout = lambda k: ((k,) * quarter + (max(k // 2, 4),), 2)
+    else:
+        shuffle = 2 if short >= 16 else 1
+        stages = int(np.clip(math.floor(math.log2(max(short / shuffle / 4, 1))) + 1, 1, 7))
+        layout = lambda k: ((k,) * stages, shuffle)
+
+    def config(k: int) -> NetworkConfig:
+        widths, shuffle = layout(k)
+        return NetworkConfig(channels=widths, kernel_sizes=(1,) * len(widths), input_channels=k,
+                             out_channels=channels, shuffle=shuffle, upsample="bilinear")
+
+    def fits(k: int) -> bool:
+        try:  # the decoder's cost limits bind on tiny, heavily padded images
+            check_network_limits(config(k), height, width, InputError)
         except InputError:
-            if k <= 4:
-                raise
-            k -= 1
+            return False
+        return True
+
+    target = max(budget_bits / BITS_PER_WEIGHT, 64)
+    best = 4
+    for k in range(4, MAX_WIDTH + 1):
+        if config(k).parameter_count() > target or not fits(k):
+            break
+        best = k
+    return config(best)
 
 
 class _Coder:

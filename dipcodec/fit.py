@@ -31,8 +31,8 @@ class FitSchedule:
 
     iterations: int
     qat_iterations: int
-    learning_rate: float = 0.01
-    qat_learning_rate: float = 0.002
+    learning_rate: float = 0.02
+    qat_learning_rate: float = 0.0005
 
 
 def psnr_from_mse(mse: float) -> float:

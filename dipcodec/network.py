@@ -91,8 +91,12 @@ def decode_cost(config: NetworkConfig, height: int, width: int) -> tuple[float, 
     c_in = config.input_channels
     for stage, (c, k) in enumerate(zip(config.channels, config.kernel_sizes)):
         area = ph * pw // (config.stride // 2**stage) ** 2
-        largest = max(largest, c_in * area, c * area)
-        macs += c_in * c * k * k * area
+        if _conv_first(stage, k, c, c_in):  # convolved at the previous resolution, then upsampled
+            largest = max(largest, c * area)
+            macs += c_in * c * area // 4
+        else:
+            largest = max(largest, c_in * area, c * area)
+            macs += c_in * c * k * k * area
         c_in = c
     out = config.out_channels * config.shuffle**2
     largest = max(largest, out * ph * pw // config.shuffle**2)
@@ -159,17 +163,29 @@ class Generator(nn.Module):
         cfg = self.config
         x = noise
         for stage, k in enumerate(cfg.kernel_sizes):
+            conv_w, gain, bias = w[3 * stage : 3 * stage + 3]
+            # A 1x1 convolution commutes with the (linear, per-channel) upsampling: when the stage
+            # narrows, convolving first at the lower resolution computes the same thing for less.
+            conv_first = _conv_first(stage, k, conv_w.shape[0], conv_w.shape[1])
+            if conv_first:
+                x = F.conv2d(x, conv_w)
             if stage > 0:
                 x = F.interpolate(x, scale_factor=2, mode=cfg.upsample, **_align(cfg.upsample))
-            conv_w, gain, bias = w[3 * stage : 3 * stage + 3]
             if k > 1:
                 x = F.pad(x, (k // 2,) * 4, mode="reflect" if min(x.shape[-2:]) > k // 2 else "replicate")
-            x = F.conv2d(x, conv_w)
+            if not conv_first:
+                x = F.conv2d(x, conv_w)
             x = F.relu(F.group_norm(x, x.shape[1], gain, bias, eps=1e-5))
         x = F.conv2d(x, w[-2], w[-1])
         if cfg.shuffle > 1:
             x = F.pixel_shuffle(x, cfg.shuffle)
         return torch.sigmoid(x)
+
+
+def _conv_first(stage: int, kernel: int, c_out: int, c_in: int) -> bool:
+    """Whether a stage convolves before upsampling: same result (1x1 convolution and upsampling
+    commute), less work when the stage narrows."""
+    return stage > 0 and kernel == 1 and c_out < c_in
 
 
 def _align(mode: str) -> dict:
