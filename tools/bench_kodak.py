@@ -3,8 +3,9 @@
 
     python tools/bench_kodak.py [--images kodim05,kodim23] [--bpp 0.25,0.5] [--preset default] [--json OUT]
 
-Prints one row per (image, rate): real bpp from the file's bytes, PSNR, encode and decode seconds,
-and the PSNR of the largest Pillow JPEG (4:2:0) that is no bigger than the dipcodec file.
+Prints one row per (image, rate): real bpp from the file's bytes, PSNR of the decoded file and of the
+float fit before quantization, encode and decode seconds, and the PSNR of the largest Pillow JPEG
+(4:2:0) that is no bigger than the dipcodec file.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(b) for b in args.bpp.split(",")]
     print(f"# {platform.node() or 'machine'}: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, preset {args.preset}", flush=True)
-    header = "| image | target | bpp | PSNR dB | JPEG q | JPEG bpp | JPEG PSNR | encode s | decode s |"
-    print(header + "\n" + "|---" * 9 + "|", flush=True)
+    header = "| image | target | bpp | PSNR dB | float fit dB | JPEG q | JPEG bpp | JPEG PSNR | encode s | decode s |"
+    print(header + "\n" + "|---" * 10 + "|", flush=True)
     rows = []
     for name in names:
         pixels = read_image(args.kodak / f"{name}.png")
@@ -61,15 +62,17 @@ def main(argv: list[str] | None = None) -> int:
             decode_s = time.perf_counter() - start
             quality, jpeg, jpeg_pixels = jpeg_at_size(pixels, len(result.data))
             row = dict(image=name, target=target, bpp=8 * len(result.data) / (h * w), psnr=psnr(pixels, decoded),
+                       float_psnr=result.float_psnr,
                        jpeg_quality=quality, jpeg_bpp=8 * len(jpeg) / (h * w), jpeg_psnr=psnr(pixels, jpeg_pixels),
                        encode_s=encode_s, decode_s=decode_s)
             rows.append(row)
-            print(f"| {name} | {target} | {row['bpp']:.4f} | {row['psnr']:.2f} | {quality} | {row['jpeg_bpp']:.4f} | "
+            print(f"| {name} | {target} | {row['bpp']:.4f} | {row['psnr']:.2f} | {row['float_psnr']:.2f} | {quality} | {row['jpeg_bpp']:.4f} | "
                   f"{row['jpeg_psnr']:.2f} | {encode_s:.1f} | {decode_s:.2f} |", flush=True)
     for target in rates:
         sel = [r for r in rows if r["target"] == target]
         print(f"| **mean** | {target} | {statistics.mean(r['bpp'] for r in sel):.4f} | "
-              f"{statistics.mean(r['psnr'] for r in sel):.2f} | | {statistics.mean(r['jpeg_bpp'] for r in sel):.4f} | "
+              f"{statistics.mean(r['psnr'] for r in sel):.2f} | {statistics.mean(r['float_psnr'] for r in sel):.2f} | | "
+              f"{statistics.mean(r['jpeg_bpp'] for r in sel):.4f} | "
               f"{statistics.mean(r['jpeg_psnr'] for r in sel):.2f} | {statistics.median(r['encode_s'] for r in sel):.1f} (median) | "
               f"{statistics.median(r['decode_s'] for r in sel):.2f} (median) |", flush=True)
     if args.json:

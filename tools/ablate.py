@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Reproduce one row of BENCHMARKS.md's ablation table: encode one Kodak image with a given network
+layout and learning rates, and print the decoded and float PSNR, the rate and the time.
+
+    python tools/ablate.py kodim05 0.25 800 --network taper --input-fraction 16
+    python tools/ablate.py kodim23 0.25 800 --network shuffle4 --lr 0.01 --qat-lr 0.002
+
+Layouts (all 1x1 convolutions unless named otherwise; widths chosen for ~BITS bits per weight):
+  default   what the encoder picks now (choose_network)
+  shuffle4  stages at 1/4 size from an input at 1/INPUT, then a 4x pixel shuffle
+  taper     stages at 1/4 size from an input at 1/INPUT, a half-width stage at 1/2 size, 2x shuffle
+  k3        shuffle4 with 3x3 kernels in the first two stages
+  six       shuffle4 with one more stage (input at 1/128)
+  nearest   shuffle4 with nearest-neighbour upsampling
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import dipcodec
+import dipcodec.encoder as encoder
+from dipcodec.fit import FitSchedule
+from dipcodec.images import read_image
+from dipcodec.network import NetworkConfig
+
+KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+
+
+def layout(name: str, input_fraction: int, channels: int, k: int) -> NetworkConfig:
+    quarter = int(math.log2(input_fraction // 4)) + 1  # stages at 1/4 size, the first one on the input
+    if name == "taper":
+        return NetworkConfig((k,) * quarter + (max(k // 2, 4),), (1,) * (quarter + 1), k, channels, 2)
+    if name == "six":
+        quarter += 1
+    kernels = (3, 3) + (1,) * (quarter - 2) if name == "k3" else (1,) * quarter
+    upsample = "nearest" if name == "nearest" else "bilinear"
+    return NetworkConfig((k,) * quarter, kernels, k, channels, 4, upsample)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="Kodak image name, e.g. kodim05")
+    p.add_argument("bpp", type=float)
+    p.add_argument("iterations", type=int)
+    p.add_argument("--network", default="default", choices=("default", "shuffle4", "taper", "k3", "six", "nearest"))
+    p.add_argument("--input-fraction", type=int, default=64, help="fixed input at 1/N of the image side")
+    p.add_argument("--bits-per-weight", type=float, default=6.0)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--qat-lr", type=float, default=0.0005)
+    p.add_argument("--kodak", type=Path, default=KODAK)
+    args = p.parse_args(argv)
+
+    encoder.BITS_PER_WEIGHT = args.bits_per_weight
+    if args.network != "default":
+        def choose(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
+            fitting = [k for k in range(4, 257)
+                       if layout(args.network, args.input_fraction, channels, k).parameter_count()
+                       <= budget_bits / args.bits_per_weight]
+            return layout(args.network, args.input_fraction, channels, max(fitting, default=4))
+        encoder.choose_network = choose
+    encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),
+                                              learning_rate=args.lr, qat_learning_rate=args.qat_lr)
+    pixels = read_image(args.kodak / f"{args.image}.png")
+    start = time.perf_counter()
+    result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation")
+    seconds = time.perf_counter() - start
+    details = dipcodec.info(result.data)
+    print(f"{args.image} {args.network} 1/{args.input_fraction} bpp={details['bpp']:.4f} psnr={result.psnr:.2f} "
+          f"float={result.float_psnr:.2f} params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
+          f"widths={details['architecture']['channels']} time={seconds:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
