@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import DipcodecError, DipcodecWarning
+from .errors import DipcodecError, DipcodecWarning, InputError
 
 __all__ = ["main"]
 
@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     rate = enc.add_mutually_exclusive_group()
     rate.add_argument("--bpp", type=float, help="target bits per pixel of the whole file (met within 5%%)")
     rate.add_argument("--quality", type=float, help="1-100, like JPEG's (default 75)")
+    # Spelled out rather than imported from the encoder, which would load the fitting code for every
+    # command; tests/test_cli.py checks that the two lists agree.
     enc.add_argument("--preset", choices=("fast", "default", "best"), default="default",
                      help="encoder effort (default: %(default)s)")
     enc.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
@@ -51,18 +53,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_bytes(path: str) -> bytes:
+    """A .dip file's bytes, reading no more than any valid file can hold (so /dev/zero is refused)."""
+    from .container import MAX_FILE_BYTES
+
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise DipcodecError(f"{path}: {exc.strerror or exc}") from None
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"{path}: larger than any dipcodec file can be")
+    return data
 
 
 def _check_paths(src: str, dst: str, force: bool) -> None:
-    if Path(dst).exists():
+    """Refuse bad outputs before any slow work: an existing file, the input itself, a missing folder."""
+    out = Path(dst)
+    if out.exists():
         if Path(src).exists() and os.path.samefile(src, dst):
-            raise DipcodecError(f"{dst}: output is the input file")
+            raise InputError(f"{dst}: output is the input file")
         if not force:
-            raise DipcodecError(f"{dst} already exists (use --force to overwrite)")
+            raise InputError(f"{dst} already exists (use --force to overwrite)")
+    if not out.parent.is_dir():
+        raise InputError(f"{dst}: folder {out.parent} does not exist")
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -104,7 +117,7 @@ def _decode(args: argparse.Namespace) -> None:
 
     _check_paths(args.input, args.output, args.force)
     if Path(args.output).suffix.lower() == ".dip":
-        raise DipcodecError(f"{args.output}: decode writes an image; choose an image extension such as .png")
+        raise InputError(f"{args.output}: decode writes an image; choose an image extension such as .png")
     data = _read_bytes(args.input)
     pixels = decode(data, device=args.device)
     write_image(args.output, pixels, force=args.force)

@@ -2,7 +2,8 @@
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
-(16 floats, 32768 multiply-adds) per pixel of the image it declares.
+(16 floats per tensor, 32768 multiply-adds) per pixel of the image it declares, plus padding and
+temporaries of the same order.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from .network import UPSAMPLE_MODES, NetworkConfig, decode_cost, padded_size
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
-    "MAGIC", "VERSION", "MAX_SIDE", "Mode", "Reference", "Bitstream", "pack", "unpack", "section_sizes",
+    "MAGIC", "VERSION", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MODES", "REFERENCES", "Mode", "Reference",
+    "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits",
 ]
 
 MAGIC = b"DIPC"
 VERSION = 1
-MAX_SIDE = 4096
+MIN_SIDE, MAX_SIDE = 8, 4096
+MAX_FILE_BYTES = 64 << 20
+"""No valid file comes near this (2**21 weights at 24 bits each is 6 MiB); readers stop here."""
 MAX_PARAMETERS = 1 << 21
 MAX_STAGES = 10
 MAX_CHANNELS = 512
@@ -232,6 +236,8 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
 def _split(data: bytes) -> tuple[_Reader, dict[bytes, bytes], dict[str, int]]:
     if len(data) < len(MAGIC) + 5:
         raise DecodeError("file too short to be a dipcodec file")
+    if len(data) > MAX_FILE_BYTES:
+        raise DecodeError(f"file of {len(data)} bytes is larger than any dipcodec file can be")
     if data[:4] != MAGIC:
         raise DecodeError("not a dipcodec file (bad magic)")
     if data[4] != VERSION:
@@ -274,7 +280,7 @@ def unpack(data: bytes) -> Bitstream:
     data = bytes(data)
     _, sections, f = _split(data)
     w, h, ch = f["width"], f["height"], f["channels"]
-    if not (8 <= w <= MAX_SIDE and 8 <= h <= MAX_SIDE):
+    if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
         raise DecodeError(f"declared image size {w}x{h} is out of range")
     if ch not in (1, 3):
         raise DecodeError(f"declared channel count {ch} is not 1 or 3")

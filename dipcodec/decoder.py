@@ -26,6 +26,8 @@ def resolve_device(device: str) -> torch.device:
         raise InputError(f"unknown device {device!r} (use cpu or cuda)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device cuda was asked for but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA device(s))")
     return dev
 
 

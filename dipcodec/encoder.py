@@ -24,7 +24,8 @@ from .images import as_array
 from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for
 
-__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "quality_to_bpp", "choose_network", "EncodeResult"]
+__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
+           "EncodeResult"]
 
 Preset = Literal["fast", "default", "best"]
 PRESETS: dict[str, FitSchedule] = {
@@ -66,12 +67,13 @@ def quality_to_bpp(quality: float) -> float:
 def choose_network(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
     """A Deep Decoder (1x1 convolutions) with about ``budget_bits / BITS_PER_WEIGHT`` weights.
 
-    On images of 64 pixels or more a side: a fixed input at 1/16 of the image size, three stages at
-    1/4 size and a last, half-width stage at 1/2 size feeding a 2x pixel shuffle, so no hidden tensor
-    is ever full size. Both choices were measured on Kodak (BENCHMARKS.md): the half-size last stage
+    On images of 64 pixels or more a side: a fixed input at 1/16 of the image size, stages of width k
+    at 1/16, 1/8 and 1/4 size and a last, half-width stage at 1/2 size feeding a 2x pixel shuffle, so
+    no hidden tensor is ever full size. The decoder's cost limits cap k near 129, so on a 768x512
+    image the network stops growing at about 1 bpp and finer quantization carries higher rates. Both choices were measured on Kodak (BENCHMARKS.md): the half-size last stage
     gains ~0.5 dB at equal time over shuffling 4x from 1/4 size, and an input at 1/16 size ~1 dB over
     the Deep Decoder's usual 1/64 (a 1/8-size input loses again). Smaller images get a plain stack with
-    a 4-pixel input.
+    an input of 4 to 7 pixels on its short side.
     """
     short = min(height, width)
     if short >= 64:

@@ -50,7 +50,9 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     opt = torch.optim.Adam(net.parameters(), lr=schedule.learning_rate)
     total = max(schedule.iterations, 1)
     lr_at = lambda i: schedule.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / total)))
-    best_mse, best = float("inf"), [p.detach().clone() for p in net.parameters()]
+    best = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        best_mse = _masked_mse(net(noise), target).item()  # the starting point counts as an iterate
     for i in range(schedule.iterations):
         for group in opt.param_groups:
             group["lr"] = lr_at(i)

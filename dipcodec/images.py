@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
 __all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic"]
 
-MIN_SIDE, MAX_SIDE = 8, 4096
-_GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA", "La"}
+_GRAY_MODES = {"1", "L", "LA", "La"}
 
 
 def _check_size(height: int, width: int) -> None:
@@ -38,14 +38,14 @@ def _from_pil(im: Image.Image) -> np.ndarray:
     if mode in ("P", "PA"):
         im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
         mode = im.mode
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+    if mode in ("RGBA", "LA", "La", "RGBa"):
         warn("dropping the alpha channel: dipcodec codes grayscale or RGB")
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(im)
-        if mode == "F" or values.max(initial=0) > 255 or mode.startswith("I;16"):
+        values = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16") or sixteen_bit or (mode == "I" and values.max(initial=0) > 255):
             warn("reducing a 16-bit image to 8 bits")
-            values = np.clip(values.astype(np.float64) / 257.0 if mode != "F" else values, 0, 255)
-        return np.rint(values).astype(np.uint8)
+            values = values / 257.0
+        return np.rint(np.clip(values, 0, 255)).astype(np.uint8)
     if sixteen_bit:
         warn("reducing a 16-bit image to 8 bits")
     if mode in _GRAY_MODES:
@@ -109,10 +109,15 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not land before the data does
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -20,7 +20,7 @@ from torch import nn
 
 from .noise import INPUT_STREAM, uniform, weight_stream
 
-__all__ = ["NetworkConfig", "Generator", "fixed_input", "reference_weights", "padded_size", "decode_cost"]
+__all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "fixed_input", "reference_weights", "padded_size", "decode_cost"]
 
 Upsample = Literal["bilinear", "nearest"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")

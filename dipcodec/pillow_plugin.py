@@ -14,7 +14,7 @@ class DipImageFile(ImageFile.ImageFile):
     format_description = "dipcodec Deep Image Prior image"
 
     def _open(self) -> None:
-        from .decoder import decode  # deferred: Pillow imports plugins eagerly, torch is heavy
+        from .decoder import decode
 
         data = self.fp.read()
         try:

@@ -286,3 +286,22 @@ def test_bad_settings_return_2(capsys, png, tmp_path, options):
 def test_help_returns_0(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "encode" in out and "decode" in out
+
+
+def test_cli_preset_choices_match_the_encoder():
+    from dipcodec.cli import _parser
+    from dipcodec.encoder import PRESETS
+
+    encode_parser = _parser()._subparsers._group_actions[0].choices["encode"]
+    preset = next(a for a in encode_parser._actions if a.dest == "preset")
+    assert tuple(preset.choices) == tuple(PRESETS)
+
+
+def test_missing_output_folder_fails_before_fitting(capsys, png, tmp_path):
+    code, _, err = run(capsys, "encode", png, tmp_path / "no" / "such" / "x.dip", "--quiet", *FAST)
+    assert code == 2 and "does not exist" in one_error_line(err)
+
+
+def test_info_refuses_an_endless_file(capsys):
+    code, _, err = run(capsys, "info", "/dev/zero")
+    assert code == 2 and "larger than any dipcodec file" in one_error_line(err)

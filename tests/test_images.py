@@ -265,8 +265,9 @@ def test_write_atomic_cleans_up_when_the_rename_fails(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="No space left on device") as caught:
         write_atomic(target, b"new", force=True)
+    assert "\n" not in str(caught.value)  # one line, for the CLI
     monkeypatch.undo()
     assert target.read_bytes() == b"original"
     assert listing(tmp_path) == ["out.bin"]
@@ -315,3 +316,15 @@ def test_write_image_refuses_existing_file_without_force(tmp_path):
     assert target.read_bytes() == b"keep me"
     write_image(target, make_image(8, 8), force=True)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mode_i_image_in_8_bit_range_is_clipped_not_wrapped():
+    from dipcodec.images import as_array
+
+    im = Image.fromarray(np.array([[-5, 0, 200, 255]] * 8 * 2, dtype=np.int32).reshape(8, 8))
+    assert im.mode == "I"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = as_array(im)
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    assert out[0, 0] == 0  # -5 clipped, not wrapped to 251

@@ -94,14 +94,14 @@ def test_uniform_values_in_half_open_range(low, high):
     assert abs(float(out.mean()) - (low + high) / 2) < 0.02 * (high - low)
 
 
-def _all_ones(seed, stream, count):
+def _all_ones(seed, stream, start, count):
     return np.full(count, np.uint64(2**64 - 1), dtype=np.uint64)
 
 
 def test_uniform_extreme_draw_stays_below_high_for_the_codecs_ranges():
     # The largest possible draw (all random bits set) must still be < high for every range the codec
     # uses: [0, 1) for the input and +-1/sqrt(fan_in) (rounded to float32) for the weights.
-    with mock.patch.object(noise, "splitmix64", _all_ones):
+    with mock.patch.object(noise, "_stream_values", _all_ones):
         assert uniform(0, 0, (1,))[0] < np.float32(1.0)
         for fan_in in range(1, 3000):
             bound = float(np.float32(1.0 / math.sqrt(fan_in)))
@@ -109,10 +109,19 @@ def test_uniform_extreme_draw_stays_below_high_for_the_codecs_ranges():
 
 
 def test_uniform_smallest_draw_is_low():
-    with mock.patch.object(noise, "splitmix64", lambda s, t, n: np.zeros(n, dtype=np.uint64)):
+    with mock.patch.object(noise, "_stream_values", lambda s, t, start, n: np.zeros(n, dtype=np.uint64)):
         assert uniform(0, 0, (2,), -0.3, 0.7)[0] == np.float32(-0.3)
 
 
 def test_empty_shape():
     assert uniform(0, 0, (0, 3)).shape == (0, 3)
     assert splitmix64(0, 0, 0).shape == (0,)
+
+
+def test_chunked_generation_matches_the_stream_across_chunk_boundaries():
+    from dipcodec.noise import _CHUNK
+
+    count = _CHUNK + 5
+    values = uniform(3, 2, (count,))
+    expected = (splitmix64(3, 2, count) >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    assert np.array_equal(values, expected)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import dipcodec
 import dipcodec.encoder as encoder
+from dipcodec.container import check_network_limits
 from dipcodec.fit import FitSchedule
 from dipcodec.images import read_image
 from dipcodec.network import NetworkConfig
@@ -54,14 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qat-lr", type=float, default=0.0005)
     p.add_argument("--kodak", type=Path, default=KODAK)
     args = p.parse_args(argv)
+    if args.input_fraction < 8 or args.input_fraction & (args.input_fraction - 1):
+        p.error("--input-fraction must be a power of two, 8 or more")
 
     encoder.BITS_PER_WEIGHT = args.bits_per_weight
     if args.network != "default":
         def choose(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
-            fitting = [k for k in range(4, 257)
-                       if layout(args.network, args.input_fraction, channels, k).parameter_count()
-                       <= budget_bits / args.bits_per_weight]
-            return layout(args.network, args.input_fraction, channels, max(fitting, default=4))
+            def allowed(k: int) -> bool:
+                config = layout(args.network, args.input_fraction, channels, k)
+                try:
+                    check_network_limits(config, height, width, ValueError)
+                except ValueError:
+                    return False
+                return config.parameter_count() <= budget_bits / args.bits_per_weight
+            return layout(args.network, args.input_fraction, channels, max(filter(allowed, range(4, 257)), default=4))
         encoder.choose_network = choose
     encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),
                                               learning_rate=args.lr, qat_learning_rate=args.qat_lr)

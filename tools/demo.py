@@ -15,7 +15,6 @@ from pathlib import Path
 from PIL import Image
 from skimage import data
 
-from dipcodec import decode
 from dipcodec.cli import main as cli
 from dipcodec.evaluation import jpeg_at_size, psnr
 from dipcodec.images import read_image
@@ -40,7 +39,7 @@ def run() -> int:
     decode_s = time.perf_counter() - start
 
     original = read_image(source)
-    decoded = decode(coded.read_bytes())
+    decoded = read_image(decoded_path)  # what a user gets, through the PNG the CLI wrote
     size = coded.stat().st_size
     pixels = original.shape[0] * original.shape[1]
     quality, jpeg, jpeg_pixels = jpeg_at_size(original, size)
