@@ -233,7 +233,8 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
     return tuple(codes), tuple(models)
 
 
-def _split(data: bytes) -> tuple[_Reader, dict[bytes, bytes], dict[str, int]]:
+def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:
+    """Check magic, version and CRC; return the sections by tag and the header fields with part sizes."""
     if len(data) < len(MAGIC) + 5:
         raise DecodeError("file too short to be a dipcodec file")
     if len(data) > MAX_FILE_BYTES:
@@ -268,7 +269,7 @@ def _split(data: bytes) -> tuple[_Reader, dict[bytes, bytes], dict[str, int]]:
         sections[tag] = payload
         sizes[_SECTION_NAMES[tag]] = r.pos - start
     sizes["crc"] = 4
-    return r, sections, fields | sizes
+    return sections, fields | sizes
 
 
 _SECTION_ORDER = (TAG_BASE, TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS)
@@ -278,7 +279,7 @@ _SECTION_NAMES = {TAG_NETWORK: "network", TAG_TABLE: "quantization", TAG_WEIGHTS
 def unpack(data: bytes) -> Bitstream:
     """Parse and validate a whole file; raises :class:`DecodeError` with a one-line reason."""
     data = bytes(data)
-    _, sections, f = _split(data)
+    sections, f = _split(data)
     w, h, ch = f["width"], f["height"], f["channels"]
     if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
         raise DecodeError(f"declared image size {w}x{h} is out of range")
@@ -308,5 +309,5 @@ def unpack(data: bytes) -> Bitstream:
 
 def section_sizes(data: bytes) -> dict[str, int]:
     """Bytes taken by each part of a valid file (header, each section, crc)."""
-    _, _, f = _split(bytes(data))
+    _, f = _split(bytes(data))
     return {k: v for k, v in f.items() if k in ("header", "crc", *_SECTION_NAMES.values())}

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from .network import Generator
 from .quantize import step_from_code
 
-__all__ = ["FitSchedule", "Progress", "fit", "quantization_aware_fit", "psnr_from_mse"]
+__all__ = ["FitSchedule", "IterationCallback", "fit", "quantization_aware_fit", "psnr_from_mse"]
 
-Progress = Callable[[int, float], None]
+IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
 
 
@@ -45,7 +45,7 @@ def _masked_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: FitSchedule,
-        progress: Progress | None = None) -> float:
+        progress: IterationCallback | None = None) -> float:
     """Fit in float; leaves the best iterate in ``net`` and returns its PSNR."""
     opt = torch.optim.Adam(net.parameters(), lr=schedule.learning_rate)
     total = max(schedule.iterations, 1)
@@ -74,7 +74,7 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
 
 def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Tensor,
                            reference: list[np.ndarray], step_codes: list[int], schedule: FitSchedule,
-                           progress: Progress | None = None, progress_offset: int = 0) -> float:
+                           progress: IterationCallback | None = None, progress_offset: int = 0) -> float:
     """Fine-tune through the quantizer (straight-through); leaves the weights whose *rounded* version
     fit best in ``net`` and returns the PSNR of that rounded network."""
     device = next(net.parameters()).device
