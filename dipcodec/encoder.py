@@ -25,7 +25,7 @@ from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
-           "EncodeResult"]
+           "widest_network", "EncodeResult"]
 
 Preset = Literal["fast", "default", "best"]
 PRESETS: dict[str, FitSchedule] = {
@@ -70,9 +70,10 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float) -
     On images of 64 pixels or more a side: a fixed input at 1/16 of the image size, stages of width k
     at 1/16, 1/8 and 1/4 size and a last, half-width stage at 1/2 size feeding a 2x pixel shuffle, so
     no hidden tensor is ever full size. The decoder's cost limits cap k near 129, so on a 768x512
-    image the network stops growing at about 1 bpp and finer quantization carries higher rates. Both choices were measured on Kodak (BENCHMARKS.md): the half-size last stage
-    gains ~0.5 dB at equal time over shuffling 4x from 1/4 size, and an input at 1/16 size ~1 dB over
-    the Deep Decoder's usual 1/64 (a 1/8-size input loses again). Smaller images get a plain stack with
+    image the network stops growing at about 1 bpp and finer quantization carries higher rates.
+    Both choices were measured on Kodak (BENCHMARKS.md): the half-size last stage gains ~0.5 dB at
+    equal time over shuffling 4x from 1/4 size, and an input at 1/16 size ~1 dB over the Deep
+    Decoder's usual 1/64 (a 1/8-size input loses again). Smaller images get a plain stack with
     an input of 4 to 7 pixels on its short side.
     """
     short = min(height, width)
@@ -88,20 +89,25 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float) -
         return NetworkConfig(channels=widths, kernel_sizes=(1,) * len(widths), input_channels=k,
                              out_channels=channels, shuffle=shuffle, upsample="bilinear")
 
-    def fits(k: int) -> bool:
-        try:  # the decoder's cost limits bind on tiny, heavily padded images
-            check_network_limits(config(k), height, width, InputError)
-        except InputError:
-            return False
-        return True
+    return widest_network(config, height, width, max(budget_bits / BITS_PER_WEIGHT, 64))
 
-    target = max(budget_bits / BITS_PER_WEIGHT, 64)
+
+def widest_network(config_for_width: Callable[[int], NetworkConfig], height: int, width: int,
+                   max_parameters: float) -> NetworkConfig:
+    """``config_for_width(k)`` for the largest k (4 to MAX_WIDTH) whose network has at most
+    ``max_parameters`` weights and passes the decoder's cost limits (they bind on tiny, heavily padded
+    images and cap the width of large ones); k = 4 when none does."""
     best = 4
     for k in range(4, MAX_WIDTH + 1):
-        if config(k).parameter_count() > target or not fits(k):
+        candidate = config_for_width(k)
+        if candidate.parameter_count() > max_parameters:
+            break
+        try:
+            check_network_limits(candidate, height, width, InputError)
+        except InputError:
             break
         best = k
-    return config(best)
+    return config_for_width(best)
 
 
 class _Coder:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import dipcodec
 import dipcodec.encoder as encoder
-from dipcodec.container import check_network_limits
 from dipcodec.fit import FitSchedule
 from dipcodec.images import read_image
 from dipcodec.network import NetworkConfig
@@ -61,14 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     encoder.BITS_PER_WEIGHT = args.bits_per_weight
     if args.network != "default":
         def choose(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
-            def allowed(k: int) -> bool:
-                config = layout(args.network, args.input_fraction, channels, k)
-                try:
-                    check_network_limits(config, height, width, ValueError)
-                except ValueError:
-                    return False
-                return config.parameter_count() <= budget_bits / args.bits_per_weight
-            return layout(args.network, args.input_fraction, channels, max(filter(allowed, range(4, 257)), default=4))
+            return encoder.widest_network(lambda k: layout(args.network, args.input_fraction, channels, k),
+                                          height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose
     encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),
                                               learning_rate=args.lr, qat_learning_rate=args.qat_lr)
