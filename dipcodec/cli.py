@@ -1,4 +1,5 @@
-"""The ``dipcodec`` command line: a thin layer over the Python API.
+"""The ``dipcodec`` command line: a thin layer over the Python API (and, for ``eval``, over
+``dipcodec.evaluation.run``).
 
 Exit status: 0 success, 2 bad usage or bad input (including damaged files), 1 internal error.
 Errors and warnings are one line on stderr; set ``DIPCODEC_DEBUG=1`` for a traceback.
@@ -49,6 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("info", help="describe a .dip file")
     inf.add_argument("file", metavar="FILE")
     inf.add_argument("--json", action="store_true", help="machine-readable output")
+
+    # Defaults spelled out for the same reason as --preset; tests/test_eval_cli.py checks them against
+    # dipcodec.evaluation.run.
+    ev = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG 2000 and AVIF")
+    ev.add_argument("dir", metavar="DIR", help="folder of images (file names without extension name them)")
+    ev.add_argument("--out", metavar="DIR", help="output folder, reused to resume (default: eval-NAME, NAME of DIR)")
+    ev.add_argument("--codecs", default="dipcodec,jpeg,webp,jpeg2000,avif",
+                    help="comma-separated (default: %(default)s)")
+    ev.add_argument("--bpp", default="0.1,0.25,0.5,0.75,1.0", help="target rates (default: %(default)s)")
+    ev.add_argument("--preset", choices=("fast", "default", "best"), default="default",
+                    help="dipcodec's encoder effort (default: %(default)s)")
+    ev.add_argument("--images", metavar="NAMES", help="comma-separated image names, or kodak6")
+    ev.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    ev.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel processes (default 1)")
+    ev.add_argument("--device", default="cpu", help="dipcodec's device: cpu or cuda (default cpu)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
 
@@ -145,6 +162,22 @@ def _info(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluation.run import EvalConfig, evaluate, parse_codecs, parse_images, parse_targets
+
+    source = Path(args.dir)
+    out = Path(args.out) if args.out else Path(f"eval-{source.resolve().name or 'images'}")
+    config = EvalConfig(source=source, out=out, codecs=parse_codecs(args.codecs), targets=parse_targets(args.bpp),
+                        preset=args.preset, images=parse_images(args.images), limit=args.limit, jobs=args.jobs,
+                        device=args.device, quiet=args.quiet)
+    results = evaluate(config)
+    if not args.quiet:
+        warned = sum(bool(r.get("warnings")) for r in results.points.values())
+        print(f"{out / 'report.md'}: {len(results.images)} images, {results.computed} results computed, "
+              f"{results.cached} from the cache" + (f", {warned} with encoder warnings (listed in the report)"
+                                                   if warned else ""), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status instead of exiting, so tests can call it."""
     parser = _parser()
@@ -152,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help/--version
         return int(exc.code or 0)
-    handler = {"encode": _encode, "decode": _decode, "info": _info}[args.command]
+    handler = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
