@@ -161,6 +161,7 @@ def test_an_interrupted_run_continues_where_it_stopped(images, tmp_path, monkeyp
     monkeypatch.setattr(classic, "encode_classic", counting)
     code, _, err = run_cli(capsys, "eval", images, "--out", out, *CLASSIC[:-1])
     assert code == 0 and "9 results computed, 3 from the cache" in err
+    assert "tasks" in err and "ETA" in err  # the progress bar
     assert calls.count("jpeg") > 0 and set(calls) == {"jpeg", "webp"}  # beta's JPEG and all WebP, nothing else
     assert json.loads((out / "webp.json").read_text())["results"]["bpp"][1] <= 1.0
 
@@ -305,6 +306,26 @@ def test_bad_usage_returns_2(capsys, tmp_path):
 
 
 # ---------------------------------------------------------------- wiring
+
+
+def test_eta_counts_each_codec_at_its_own_pace():
+    from types import SimpleNamespace
+
+    eta = run._Eta([SimpleNamespace(codec=c) for c in ("jpeg", "jpeg", "jpeg", "dipcodec", "dipcodec")], jobs=1)
+    assert eta.text() == "ETA ?"
+    eta.finish("jpeg", 2.0)
+    assert eta.text() == "ETA ?"  # no dipcodec task has finished yet
+    eta.finish("dipcodec", 100.0)
+    assert eta.text() == "ETA 0:01:44"  # two JPEG tasks at 2 s and one dipcodec task at 100 s
+    eta.jobs = 2
+    assert eta.text() == "ETA 0:00:52"
+
+
+def test_command_line_repeats_the_run():
+    config = run.EvalConfig(source=Path("kodak"), out=Path("out dir"), codecs=("dipcodec", "jpeg"),
+                            targets=(0.25, 0.5), images=run.parse_images("kodak6"), jobs=2)
+    assert run.command_line(config) == ("dipcodec eval kodak --out 'out dir' --codecs dipcodec,jpeg --bpp 0.25,0.5 "
+                                        "--preset default --images kodak6 --jobs 2")
 
 
 def test_cli_defaults_match_the_runner():
