@@ -110,6 +110,7 @@ def _encode(args: argparse.Namespace) -> None:
         if bar is None:
             bar = tqdm(total=total, desc="fitting", unit="it", leave=False, file=sys.stderr,
                        bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+        bar.total = max(bar.total, total)  # rate control may add a short tuning phase
         bar.update(done - bar.n)
         if done % 10 == 0 or done == total:
             bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=False)

@@ -7,6 +7,7 @@ rate follows the image's content the way JPEG's quality does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from .container import Bitstream, check_network_limits, pack
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
-from .fit import FitSchedule, fit, psnr_from_mse, quantization_aware_fit
+from .fit import FitSchedule, fit, psnr_from_mse, quantization_aware_fit, rounding_sensitivities
 from .images import as_array
 from .network import Generator, NetworkConfig, fixed_input, reference_weights
-from .quantize import dequantize, quantize, step_codes_for
+from .quantize import dequantize, quantize, step_codes_for, step_scales
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
            "widest_network", "EncodeResult"]
@@ -40,9 +41,14 @@ DEFAULT_QUALITY = 75
 BITS_PER_WEIGHT = 6.0
 """Expected coded bits per weight at the working fineness; sizes the network for a bit budget."""
 QUALITY_FINENESS = 4.0
-"""Quantization fineness (log2 of steps per RMS) used by ``--quality``: where ``--bpp``'s rate control
+"""Quantization fineness (log2 of steps per unit of each tensor's step scale) used by ``--quality``: where ``--bpp``'s rate control
 lands on Kodak (4.05 to 4.13), so a quality's file is close to its bit budget."""
 FINENESS_RANGE = (0.0, 12.0)
+RATE_HEADROOM = 0.99
+"""``--bpp`` first aims this far below the target: the quantization-aware phase may raise the rate a
+little, and a file pushed over the target must move to a coarser grid its weights were not tuned for."""
+MAX_REGRIDS = 2
+"""How many coarser grids rate control may still move to, each with a short tuning of its own."""
 MAX_WIDTH = 192
 
 Progress = Callable[[int, int, float], None]
@@ -113,11 +119,12 @@ def widest_network(config_for_width: Callable[[int], NetworkConfig], height: int
 class _Coder:
     """Quantizes and packs one set of fitted weights at a given fineness."""
 
-    def __init__(self, weights: list[np.ndarray], reference: list[np.ndarray], header: dict) -> None:
-        self.weights, self.reference, self.header = weights, reference, header
+    def __init__(self, weights: list[np.ndarray], reference: list[np.ndarray], header: dict,
+                 scales: list[float]) -> None:
+        self.weights, self.reference, self.header, self.scales = weights, reference, header, scales
 
     def pack(self, fineness: float) -> tuple[bytes, list[int]]:
-        codes = step_codes_for(self.weights, fineness)
+        codes = step_codes_for(self.scales, fineness)
         return self.pack_codes(codes), codes
 
     def pack_codes(self, codes: list[int]) -> bytes:
@@ -177,28 +184,52 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     target = torch.from_numpy(pixels.reshape(height, width, channels).transpose(2, 0, 1).copy())
     target = (target.float() / 255).unsqueeze(0).to(dev)
 
-    total = schedule.iterations + schedule.qat_iterations
+    total = schedule.iterations + schedule.qat_iterations  # grows if a second quantization grid is tuned
     report = (lambda i, p: progress(i, total, p)) if progress else None
     float_psnr = fit(net, noise, target, schedule, report)
 
     header = dict(width=width, height=height, channels=channels, seed=seed, network=config)
-    coder = _Coder(_weights_of(net), reference, header)
-    target_bytes = int(bpp * height * width / 8) if bpp is not None else None
-    if target_bytes is not None:
-        _, codes = coder.largest_under(target_bytes)
-    else:
-        codes = step_codes_for(coder.weights, QUALITY_FINENESS)
-    quantization_aware_fit(net, noise, target, reference, codes, schedule, report, schedule.iterations)
+    weights = _weights_of(net)
+    probe = step_codes_for(step_scales(weights, reference), QUALITY_FINENESS)
+    scales = step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe))
+    coder = _Coder(weights, reference, header, scales)
 
-    coder.weights = _weights_of(net)
-    data = coder.pack_codes(codes)
-    if target_bytes is not None and not 0.95 * target_bytes <= len(data) <= target_bytes:
-        data, codes = coder.largest_under(target_bytes)  # QAT moved the rate out of the window
-        reached = 8 * len(data) / (height * width)
-        if len(data) > target_bytes:
-            warn(f"cannot reach {bpp} bpp: the smallest file for this image is {reached:.3f} bpp")
-        elif len(data) < 0.95 * target_bytes:
-            warn(f"reached only {reached:.3f} of {bpp} bpp: the network is at its largest for this image")
+    done = schedule.iterations
+
+    def train_on_grid(codes: list[int], iterations: int) -> bytes:
+        """Quantization-aware fine-tuning on one quantization grid; returns the packed file."""
+        nonlocal total, done
+        total = max(total, done + iterations)
+        tuned = dataclasses.replace(schedule, qat_iterations=iterations)
+        quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done)
+        done += iterations
+        coder.weights = _weights_of(net)
+        return coder.pack_codes(codes)
+
+    if bpp is None:
+        codes = step_codes_for(scales, QUALITY_FINENESS)
+        data = train_on_grid(codes, schedule.qat_iterations)
+    else:
+        target_bytes = int(bpp * height * width / 8)
+        aim = int(RATE_HEADROOM * target_bytes)
+        _, codes = coder.largest_under(aim)
+        data = train_on_grid(codes, schedule.qat_iterations)
+        for _ in range(MAX_REGRIDS):
+            if len(data) <= target_bytes:
+                break
+            # The tuning raised the rate past the target: a coarser grid fits, but the weights were
+            # not trained for it, so they get a shorter quantization-aware phase of their own.
+            candidate, codes = coder.largest_under(aim)
+            if len(candidate) > target_bytes:
+                break
+            data = train_on_grid(codes, max(schedule.qat_iterations // 4, 1))
+        if not 0.95 * target_bytes <= len(data) <= target_bytes:
+            data, codes = coder.largest_under(target_bytes)  # last resort: the grid, untuned, that fits
+            reached = 8 * len(data) / (height * width)
+            if len(data) > target_bytes:
+                warn(f"cannot reach {bpp} bpp: the smallest file for this image is {reached:.3f} bpp")
+            elif len(data) < 0.95 * target_bytes:
+                warn(f"reached only {reached:.3f} of {bpp} bpp: the network is at its largest for this image")
     decoded = render(config, coder.dequantized(codes), seed, height, width, dev)
     mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
     return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=float_psnr, pixels=decoded)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .network import Generator
 from .quantize import step_from_code
 
-__all__ = ["FitSchedule", "IterationCallback", "fit", "quantization_aware_fit", "psnr_from_mse"]
+__all__ = ["FitSchedule", "IterationCallback", "fit", "rounding_sensitivities", "quantization_aware_fit", "psnr_from_mse"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
@@ -70,6 +70,29 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
         for p, b in zip(net.parameters(), best):
             p.copy_(b)
     return psnr_from_mse(best_mse)
+
+
+def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Tensor,
+                           reference: list[np.ndarray], step_codes: list[int]) -> list[float]:
+    """Per tensor, the MSE that rounding it alone (to its step) adds, per weight and per squared step.
+
+    One forward pass per tensor. Rounding errors are near-uniform and independent, so the added MSE
+    grows with the number of weights times the squared step, times this sensitivity; tensors with a
+    larger one deserve finer steps (:func:`dipcodec.quantize.step_scales`).
+    """
+    params = [p.detach() for p in net.parameters()]
+    device = params[0].device
+    with torch.no_grad():
+        base = _masked_mse(net(noise), target).item()
+        out = []
+        for i, (p, ref, code) in enumerate(zip(params, reference, step_codes, strict=True)):
+            step = float(step_from_code(code))
+            r = torch.from_numpy(ref).to(device)
+            rounded = params[:i] + [r + torch.round((p - r) / step) * step] + params[i + 1 :]
+            added = _masked_mse(net(noise, rounded), target).item() - base
+            # Rounding can help by chance: floor the estimate at a small share of the error.
+            out.append(max(added, 1e-4 * base) / (p.numel() * step * step))
+    return out
 
 
 def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Tensor,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["STEP_CODE_RANGE", "MAX_SYMBOL", "step_from_code", "step_codes_for", "quantize", "dequantize"]
+__all__ = ["STEP_CODE_RANGE", "MAX_SYMBOL", "MAX_SENSITIVITY_SHIFT", "step_from_code", "step_scales", "step_codes_for",
+           "quantize", "dequantize"]
 
 STEP_CODE_RANGE = (-32 * 16, 8 * 16)
 """Allowed step codes: steps from 2**-32 to 2**8."""
@@ -21,18 +22,38 @@ def step_from_code(code: int) -> np.float32:
     return np.float32(2.0 ** (code / 16.0))
 
 
-def step_codes_for(weights: list[np.ndarray], fineness: float) -> list[int]:
-    """Step codes that put about ``2**fineness`` steps in each tensor's RMS.
+MAX_SENSITIVITY_SHIFT = 3.0
+"""How far (octaves) measured sensitivities may move a tensor's step from the delta-RMS rule."""
 
-    Every convolution is followed by a per-channel normalization that cancels its scale, so what
-    matters is the error relative to the tensor's own magnitude: one relative fineness for all tensors.
+
+def step_scales(weights: list[np.ndarray], reference: list[np.ndarray],
+                sensitivities: list[float] | None = None) -> list[float]:
+    """log2 of each tensor's step at fineness 0 (see :func:`step_codes_for`).
+
+    Without sensitivities, the RMS of the tensor's delta ``w - w_ref``: what the fit moved is what
+    the step must resolve (a normalization gain near its reference 1 moves by a few hundredths, and a
+    step relative to the gain itself would wipe that out). With sensitivities (the error added per
+    weight per squared step, one per tensor), steps go as ``1 / sqrt(sensitivity)``: at a given rate
+    that allocation minimizes the added error (high-rate theory). They are centred so that the mean
+    over weights matches the RMS rule, and kept within MAX_SENSITIVITY_SHIFT octaves of it.
     """
-    codes = []
-    for w in weights:
-        rms = float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) or 1.0
-        code = round(16 * (np.log2(rms) - fineness))
-        codes.append(int(np.clip(code, *STEP_CODE_RANGE)))
-    return codes
+    scales = []
+    for w, ref in zip(weights, reference, strict=True):
+        delta = np.asarray(w, np.float64) - ref
+        rms = float(np.sqrt(np.mean(np.square(delta)))) if delta.size else 0.0
+        scales.append(float(np.log2(rms)) if rms > 0 else 0.0)
+    if sensitivities is None:
+        return scales
+    counts = np.array([np.asarray(w).size for w in weights], np.float64)
+    optimal = -0.5 * np.log2(np.maximum(np.asarray(sensitivities, np.float64), 1e-30))
+    shift = optimal - np.asarray(scales)
+    shift -= np.sum(counts * shift) / np.sum(counts)
+    return [s + float(d) for s, d in zip(scales, np.clip(shift, -MAX_SENSITIVITY_SHIFT, MAX_SENSITIVITY_SHIFT))]
+
+
+def step_codes_for(scales: list[float], fineness: float) -> list[int]:
+    """Step codes of ``2 ** (scale - fineness)``: about ``2**fineness`` steps per unit of each scale."""
+    return [int(np.clip(round(16 * (s - fineness)), *STEP_CODE_RANGE)) for s in scales]
 
 
 def quantize(weights: list[np.ndarray], reference: list[np.ndarray], codes: list[int]) -> list[np.ndarray]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dipcodec.quantize import MAX_SYMBOL, STEP_CODE_RANGE, dequantize, quantize, step_codes_for, step_from_code
+from dipcodec.quantize import (MAX_SENSITIVITY_SHIFT, MAX_SYMBOL, STEP_CODE_RANGE, dequantize, quantize, step_codes_for,
+                               step_from_code, step_scales)
 
 
 @pytest.mark.parametrize(
@@ -86,18 +87,50 @@ def test_mismatched_lists_are_rejected():
 
 
 @pytest.mark.parametrize("fineness", [0.0, 3.0, 4.5, 8.0])
-def test_step_codes_put_about_2_to_the_fineness_steps_in_the_rms(fineness):
-    weights, _ = _tensors(5)
-    codes = step_codes_for(weights, fineness)
+def test_step_codes_put_about_2_to_the_fineness_steps_in_the_delta_rms(fineness):
+    weights, reference = _tensors(5)
+    codes = step_codes_for(step_scales(weights, reference), fineness)
     assert len(codes) == len(weights) and all(isinstance(c, int) for c in codes)
-    for w, code in zip(weights, codes):
-        rms = float(np.sqrt(np.mean(np.square(w.astype(np.float64)))))
+    for w, r, code in zip(weights, reference, codes):
+        rms = float(np.sqrt(np.mean(np.square(w.astype(np.float64) - r))))
         steps_per_rms = rms / float(step_from_code(code))
         assert steps_per_rms == pytest.approx(2**fineness, rel=2 ** (1 / 32) - 1 + 1e-9)
 
 
-def test_step_codes_are_clipped_and_handle_zero_tensors():
-    codes = step_codes_for([np.zeros(4, np.float32), np.full(4, 1e30, np.float32), np.full(4, 1e-30, np.float32)], 4.0)
+def test_step_scales_follow_the_delta_not_the_weight():
+    # A normalization gain: weights near their reference 1, moved by about 0.01.
+    reference = [np.ones(64, np.float32)]
+    weights = [reference[0] + np.float32(0.01) * np.sign(np.arange(64) - 31.5).astype(np.float32)]
+    assert step_scales(weights, reference)[0] == pytest.approx(np.log2(0.01), abs=1e-4)
+
+
+def test_step_scales_give_sensitive_tensors_finer_steps():
+    weights, reference = _tensors(6)
+    plain = step_scales(weights, reference)
+    # Tensor 0 four times as sensitive as the others: its step is half theirs (1/sqrt(4)), whatever the
+    # tensors' own scales; equally sensitive tensors get equal steps.
+    tuned = step_scales(weights, reference, [4.0, 1.0, 1.0, 1.0])
+    assert tuned[0] - tuned[1] == pytest.approx(-1.0)
+    assert tuned[1] == pytest.approx(tuned[2]) and tuned[2] == pytest.approx(tuned[3])
+    counts = np.array([w.size for w in weights])
+    shift = np.array(tuned) - np.array(plain)
+    assert float(np.sum(counts * shift)) == pytest.approx(0.0, abs=1e-9)  # centred over weights
+
+
+def test_step_scales_bound_the_sensitivity_shift():
+    weights, reference = _tensors(7)
+    plain = step_scales(weights, reference)
+    tuned = step_scales(weights, reference, [1e12, 1e-12, 1.0, 1.0])
+    assert all(abs(t - p) <= MAX_SENSITIVITY_SHIFT + 1e-9 for t, p in zip(tuned, plain))
+    assert tuned[0] - plain[0] == pytest.approx(-MAX_SENSITIVITY_SHIFT)
+
+
+def test_step_codes_are_clipped_and_zero_deltas_get_unit_scale():
+    zeros = [np.zeros(4, np.float32)] * 3
+    scales = step_scales([np.zeros(4, np.float32), np.full(4, 1e30, np.float32), np.full(4, 1e-30, np.float32)],
+                         zeros)
+    assert scales[0] == 0.0  # an unmoved tensor is treated as RMS 1
+    codes = step_codes_for(scales, 4.0)
     assert all(STEP_CODE_RANGE[0] <= c <= STEP_CODE_RANGE[1] for c in codes)
     assert codes[1] == STEP_CODE_RANGE[1] and codes[2] == STEP_CODE_RANGE[0]
-    assert codes[0] == round(16 * (0 - 4.0))  # an all-zero tensor is treated as RMS 1
+    assert codes[0] == round(16 * (0 - 4.0))

@@ -1,0 +1,70 @@
+"""The fit's quantization side: rounding sensitivities, and the step allocation they drive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_image
+from dipcodec.encoder import _Coder, _weights_of, choose_network
+from dipcodec.fit import FitSchedule, _masked_mse, fit, rounding_sensitivities
+from dipcodec.network import Generator, fixed_input, reference_weights
+from dipcodec.quantize import step_codes_for, step_from_code, step_scales
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A network fitted briefly to a 64x64 image, with what it was fitted to."""
+    image = make_image(64, 64)
+    config = choose_network(64, 64, 3, 1.5 * 64 * 64)
+    reference = reference_weights(config, 0)
+    net = Generator(config).load(reference)
+    noise = fixed_input(config, 0, 64, 64)
+    target = (torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255).unsqueeze(0)
+    fit(net, noise, target, FitSchedule(iterations=150, qat_iterations=0))
+    return config, reference, net, noise, target
+
+
+def _mse(net, noise, target, weights=None) -> float:
+    with torch.no_grad():
+        tensors = None if weights is None else [torch.from_numpy(w) for w in weights]
+        return _masked_mse(net(noise, tensors), target).item()
+
+
+def test_sensitivity_predicts_the_error_of_rounding_one_tensor(fitted):
+    config, reference, net, noise, target = fitted
+    weights = _weights_of(net)
+    codes = step_codes_for(step_scales(weights, reference), 3.0)
+    sens = rounding_sensitivities(net, noise, target, reference, codes)
+    assert len(sens) == len(weights) and all(s > 0 for s in sens)
+    base = _mse(net, noise, target)
+    # The largest tensor: its rounding error is an average over many weights, so the measure is stable.
+    i = max(range(len(weights)), key=lambda k: weights[k].size)
+    step = float(step_from_code(codes[i]))
+    rounded = list(weights)
+    rounded[i] = reference[i] + np.round((weights[i] - reference[i]) / step) * step
+    measured = _mse(net, noise, target, rounded) - base
+    assert measured == pytest.approx(sens[i] * weights[i].size * step**2, rel=1e-3)
+    # Halving the step cuts the added error by about four.
+    rounded[i] = reference[i] + np.round((weights[i] - reference[i]) / (step / 2)) * (step / 2)
+    finer = _mse(net, noise, target, rounded) - base
+    assert 2 < measured / finer < 8
+
+
+def test_sensitive_steps_cost_less_error_at_the_same_rate(fitted):
+    config, reference, net, noise, target = fitted
+    weights = _weights_of(net)
+    header = dict(width=64, height=64, channels=3, seed=0, network=config)
+    plain = step_scales(weights, reference)
+    sens = rounding_sensitivities(net, noise, target, reference, step_codes_for(plain, 4.0))
+    budget = int(1.0 * 64 * 64 / 8)
+    errors = {}
+    for name, scales in (("plain", plain), ("sensitive", step_scales(weights, reference, sens))):
+        coder = _Coder(weights, reference, header, scales)
+        data, codes = coder.largest_under(budget)
+        assert len(data) <= budget
+        errors[name] = _mse(net, noise, target, coder.dequantized(codes))
+    assert errors["sensitive"] < errors["plain"], errors
