@@ -74,9 +74,8 @@ def test_pil_image_from_a_file_equals_array_input(rgb_image, encoded_rgb):
     assert encode(png_image(rgb_image), bpp=2.0) == encoded_rgb
 
 
-# BUG (dipcodec/images.py:31, _from_pil): `im.tile` exists only on images Pillow read from a file
-# (ImageFile); an in-memory PIL image (Image.fromarray, Image.new, im.convert(...)) has no `tile`, so
-# encode(pil_image) dies with AttributeError instead of coding it. Fix: `getattr(im, "tile", None) or []`.
+# An in-memory PIL image (Image.fromarray, Image.new, im.convert(...)) has no `tile` attribute, which the
+# 16-bit check reads on file-read images: it must still be coded like the array.
 def test_in_memory_pil_image_input_equals_array_input(rgb_image, encoded_rgb):
     assert encode(Image.fromarray(rgb_image), bpp=2.0) == encoded_rgb
 
@@ -164,7 +163,7 @@ def test_rgba_pil_input_warns(rgb_image, encoded_rgb):
     assert data == encoded_rgb
 
 
-# BUG (dipcodec/images.py:31): same missing `tile` attribute, for an RGBA image made in memory.
+# The same for an RGBA image made in memory.
 def test_in_memory_rgba_pil_input_warns(rgb_image, encoded_rgb):
     im = Image.fromarray(rgb_image).convert("RGBA")
     with warnings.catch_warnings(record=True) as caught:
@@ -235,7 +234,7 @@ def test_largest_side_is_accepted_by_the_input_check():
     assert as_array(np.broadcast_to(np.uint8(5), (8, 4096))).shape == (8, 4096)
 
 
-# BUG (dipcodec/images.py:31): in-memory PIL images hit the missing `tile` attribute before the size check.
+# In-memory PIL images reach the size check too (they have no `tile` attribute).
 def test_too_large_in_memory_pil_image_raises_input_error():
     with pytest.raises(InputError, match="4097"):
         encode(Image.new("L", (4097, 8)), bpp=1.0)
@@ -417,11 +416,8 @@ def test_pillow_refuses_a_damaged_dip(encoded_rgb):
     assert isinstance(exc.value, (OSError, SyntaxError))
 
 
-# BUG (minor; dipcodec/images.py as_array stacklevel=3, dipcodec/encoder.py:174 stacklevel=2): through the
-# public `dipcodec.encode`, warnings are attributed to dipcodec/encoder.py (the line inside `encode`) instead
-# of the caller's line, because `encode` adds a frame on top of `encode_detailed`. Users see a dipcodec
-# line in the warning and cannot filter it by their own module. Fix: one more stack level when called
-# through `encode` (e.g. pass a stacklevel down, or make `encode` the function that calls as_array).
+# Warnings name the caller's line (not a line inside dipcodec), so users can filter them by module,
+# also through `encode`, which adds a frame on top of `encode_detailed`.
 def test_encode_warnings_point_at_the_caller():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
