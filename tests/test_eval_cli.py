@@ -240,11 +240,35 @@ def test_dipcodec_against_jpeg(tmp_path, tiny_fast_preset, monkeypatch, capsys):
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted although the result was cached")
 
+    real_encode = encoder.encode_detailed
     monkeypatch.setattr(encoder, "encode_detailed", no_fit)
     code, _, err = run_cli(capsys, *argv)
     assert code == 0 and "0 results computed, 14 from the cache" in err
     with Image.open(out / "crops" / "a-4bpp.png") as im:  # crops are made again from the cached file
         assert im.size[1] > 48
+
+    # Once the codec's source changes, its cached results no longer stand for it (the classic ones do).
+    monkeypatch.setattr(encoder, "encode_detailed", real_encode)
+    monkeypatch.setattr(run, "codec_source", lambda: "another codec")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and "6 results computed, 8 from the cache" in err
+
+
+def test_source_hash_follows_the_codec_files_only(tmp_path):
+    package = tmp_path / "dipcodec"
+    (package / "evaluation").mkdir(parents=True)
+    (package / "__pycache__").mkdir()
+    for name in ("encoder.py", "cli.py", "evaluation/report.py", "__pycache__/encoder.pyc"):
+        (package / name).write_text("x = 1\n")
+    first = run.source_hash(package)
+    for name in ("cli.py", "evaluation/report.py", "__pycache__/encoder.pyc"):
+        (package / name).write_text("x = 2\n")
+    assert run.source_hash(package) == first
+    (package / "encoder.py").write_text("x = 2\n")
+    assert run.source_hash(package) != first
+    (package / "encoder.py").write_text("x = 1\n")
+    (package / "base.bin").write_bytes(b"weights")  # a data file the codec ships counts too
+    assert run.source_hash(package) != first
 
 
 # ---------------------------------------------------------------- bad input

@@ -6,7 +6,8 @@ written atomically as soon as it is done, so an interrupted run continues where 
 cache can be committed and carried across machines. dipcodec units keep their ``.dip`` file inside
 the JSON (base64; at most tens of kilobytes at the usual rates): it is the smallest record of the
 decoded image, so the report's crops need no re-encoding. A cached unit is used when its image file
-(by SHA-256) and its codec settings are unchanged; the dipcodec commit is recorded, not checked.
+(by SHA-256) and its codec settings are unchanged, and for dipcodec while the codec's source files
+hash the same (:func:`codec_source`); the commit is recorded too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .metrics import measure
 
 __all__ = ["Codec", "CODECS", "DEFAULT_CODECS", "DEFAULT_TARGETS", "IMAGE_SETS", "PRESETS", "EvalConfig",
            "SourceImage", "Results", "parse_codecs", "parse_targets", "parse_images", "find_images", "evaluate",
-           "load_rgb", "budget_bytes", "command_line", "machine", "run_task"]
+           "load_rgb", "budget_bytes", "codec_source", "command_line", "machine", "run_task"]
 
 Codec = Literal["dipcodec", "jpeg", "webp", "jpeg2000", "avif"]
 CODECS: tuple[Codec, ...] = ("dipcodec", *CLASSIC_CODECS)
@@ -242,11 +243,30 @@ def _unit_path(cache: Path, image: str, codec: str, target: float | None, preset
     return cache / image / (f"{name}-sweep.json" if target is None else f"{name}-{target:g}bpp.json")
 
 
+@functools.lru_cache(maxsize=1)
+def codec_source() -> str:
+    """A hash of the codec's own files: a cached dipcodec result stands only for the code that made it."""
+    return source_hash(Path(__file__).resolve().parents[1])
+
+
+def source_hash(package: Path) -> str:
+    """SHA-256 (16 hex digits) of a package's files less ``evaluation/`` and ``cli.py``: the files that
+    decide what the codec writes (the same split as the ``+dirty`` mark of ``_git_commit``)."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        relative = path.relative_to(package).as_posix()
+        if (not path.is_file() or relative.startswith("evaluation/") or relative == "cli.py"
+                or "__pycache__" in relative):
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _expected(image: SourceImage, codec: str, target: float | None, preset: str) -> dict:
     """The fields a cached unit must carry to be reused."""
     keys = {"schema": SCHEMA, "image": image.name, "image_sha256": image.sha256, "codec": codec}
     if codec == "dipcodec":
-        keys.update(preset=preset, seed=SEED, target_bpp=target)
+        keys.update(preset=preset, seed=SEED, target_bpp=target, codec_source=codec_source())
     else:
         keys["options"] = json.loads(json.dumps(SPECS[codec].options))
         if target is None:
