@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Cost of one fitting iteration (forward, backward, Adam step) of the network the encoder picks.
+
+    python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
+
+Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
+timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
+the preset's iteration count. Run it on a quiet machine; the timings of a busy one mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from dipcodec.decoder import resolve_device
+from dipcodec.encoder import choose_network
+from dipcodec.fit import _masked_mse
+from dipcodec.network import Generator, fixed_input, reference_weights
+
+
+def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str) -> tuple[object, list[float]]:
+    """The network for this size and rate, and the milliseconds of each timed iteration."""
+    dev = resolve_device(device)
+    config = choose_network(height, width, 3, bpp * width * height)
+    net = Generator(config).load(reference_weights(config, 0)).to(dev)
+    noise = fixed_input(config, 0, height, width).to(dev)
+    target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    times = []
+    for i in range(3 + repeats):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = _masked_mse(net(noise), target)
+        loss.backward()
+        loss.item()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:
+            times.append(1000 * (time.perf_counter() - start))
+    return config, times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT")
+    p.add_argument("--bpp", default="0.25,0.5")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    for bpp in (float(b) for b in args.bpp.split(",")):
+        config, times = iteration_ms(width, height, bpp, args.repeats, args.device)
+        q1, _, q3 = statistics.quantiles(times, n=4)
+        print(f"{bpp:g} bpp: widths {config.channels}, {config.parameter_count()} weights: "
+              f"median {statistics.median(times):.1f} ms per iteration (IQR {q1:.1f}-{q3:.1f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
