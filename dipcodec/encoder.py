@@ -41,8 +41,8 @@ DEFAULT_QUALITY = 75
 BITS_PER_WEIGHT = 6.0
 """Expected coded bits per weight at the working fineness; sizes the network for a bit budget."""
 QUALITY_FINENESS = 4.0
-"""Quantization fineness (log2 of steps per unit of each tensor's step scale) used by ``--quality``: where ``--bpp``'s rate control
-lands on Kodak (4.05 to 4.13), so a quality's file is close to its bit budget."""
+"""Quantization fineness (log2 of steps per unit of each tensor's step scale) used by ``--quality``:
+at this fineness a weight costs about BITS_PER_WEIGHT bits, so a quality's file lands near its budget."""
 FINENESS_RANGE = (0.0, 12.0)
 RATE_HEADROOM = 0.99
 """``--bpp`` first aims this far below the target: the quantization-aware phase may raise the rate a
@@ -184,7 +184,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     target = torch.from_numpy(pixels.reshape(height, width, channels).transpose(2, 0, 1).copy())
     target = (target.float() / 255).unsqueeze(0).to(dev)
 
-    total = schedule.iterations + schedule.qat_iterations  # grows if a second quantization grid is tuned
+    total = schedule.iterations + schedule.qat_iterations  # grows if rate control tunes a second grid
     report = (lambda i, p: progress(i, total, p)) if progress else None
     float_psnr = fit(net, noise, target, schedule, report)
 
@@ -193,7 +193,6 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     probe = step_codes_for(step_scales(weights, reference), QUALITY_FINENESS)
     scales = step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe))
     coder = _Coder(weights, reference, header, scales)
-
     done = schedule.iterations
 
     def train_on_grid(codes: list[int], iterations: int) -> bytes:

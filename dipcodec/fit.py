@@ -1,6 +1,7 @@
 """Fitting the generator to one image: Adam on MSE, then a quantization-aware phase.
 
-The float phase follows a cosine learning-rate schedule and keeps its best iterate. The
+The float phase follows a cosine learning-rate schedule and keeps its best iterate. Between the two,
+each tensor's rounding sensitivity is measured: it sets the tensor's quantization step. The
 quantization-aware phase trains through the rounding with a straight-through estimator, so the
 weights settle where rounding costs little, and it keeps the best *quantized* iterate: what the
 decoder will see.
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from .network import Generator
 from .quantize import step_from_code
 
-__all__ = ["FitSchedule", "IterationCallback", "fit", "rounding_sensitivities", "quantization_aware_fit", "psnr_from_mse"]
+__all__ = ["FitSchedule", "IterationCallback", "fit", "rounding_sensitivities", "quantization_aware_fit",
+           "psnr_from_mse"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
