@@ -39,7 +39,8 @@ from .metrics import measure
 
 __all__ = ["Codec", "CODECS", "DEFAULT_CODECS", "DEFAULT_TARGETS", "IMAGE_SETS", "PRESETS", "EvalConfig",
            "SourceImage", "Results", "parse_codecs", "parse_targets", "parse_images", "find_images", "evaluate",
-           "load_rgb", "budget_bytes", "codec_source", "command_line", "machine", "run_task"]
+           "load_rgb", "budget_bytes", "NOT_CODEC", "codec_source", "source_hash", "command_line", "machine",
+           "run_task"]
 
 Codec = Literal["dipcodec", "jpeg", "webp", "jpeg2000", "avif"]
 CODECS: tuple[Codec, ...] = ("dipcodec", *CLASSIC_CODECS)
@@ -243,6 +244,10 @@ def _unit_path(cache: Path, image: str, codec: str, target: float | None, preset
     return cache / image / (f"{name}-sweep.json" if target is None else f"{name}-{target:g}bpp.json")
 
 
+NOT_CODEC = ("evaluation", "cli.py")
+"""Parts of the package that do not change what the codec writes (measuring, the command line)."""
+
+
 @functools.lru_cache(maxsize=1)
 def codec_source() -> str:
     """A hash of the codec's own files: a cached dipcodec result stands only for the code that made it."""
@@ -250,13 +255,12 @@ def codec_source() -> str:
 
 
 def source_hash(package: Path) -> str:
-    """SHA-256 (16 hex digits) of a package's files less ``evaluation/`` and ``cli.py``: the files that
-    decide what the codec writes (the same split as the ``+dirty`` mark of ``_git_commit``)."""
+    """SHA-256 (16 hex digits) of a package's files less NOT_CODEC: the files that decide what the
+    codec writes (the same split as the ``+dirty`` mark of ``_git_commit``)."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*")):
         relative = path.relative_to(package).as_posix()
-        if (not path.is_file() or relative.startswith("evaluation/") or relative == "cli.py"
-                or "__pycache__" in relative):
+        if not path.is_file() or relative.split("/")[0] in NOT_CODEC or "__pycache__" in relative:
             continue
         digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -433,7 +437,7 @@ def _git_commit() -> str | None:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                "dipcodec", ":(exclude)dipcodec/evaluation", ":(exclude)dipcodec/cli.py"],
+                                "dipcodec", *(f":(exclude)dipcodec/{part}" for part in NOT_CODEC)],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
