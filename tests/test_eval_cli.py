@@ -199,6 +199,16 @@ def test_images_and_limit_select(images, tmp_path, capsys):
     assert "--limit 1" in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_collect_fills_the_cache_and_leaves_the_report_alone(classic_run, images, tmp_path):
+    out = copy_of(classic_run, tmp_path)
+    report = (out / "report.md").read_bytes()
+    config = run.EvalConfig(source=images, out=out, codecs=("jpeg",), targets=(1.0, 1.5), quiet=True)
+    results = run.collect(config)
+    assert results.cached == 4 and results.computed == 2  # 1 bpp and the sweep cached; 1.5 bpp new
+    assert (out / "cache" / "alpha" / "jpeg-1.5bpp.json").is_file()
+    assert (out / "report.md").read_bytes() == report
+
+
 # ---------------------------------------------------------------- with dipcodec
 
 

@@ -8,15 +8,14 @@ Prints one row per (image, rate): real bpp from the file's bytes, PSNR of the de
 float fit before quantization (their difference is what quantization costs), encode and decode
 seconds, and the PSNR of the largest Pillow JPEG (4:2:0) that is no bigger than the dipcodec file.
 
-The dipcodec encodes run through ``dipcodec eval`` (dipcodec only), so they land in that run's cache
-under ``--eval-out``: an interrupted benchmark resumes, and a later ``dipcodec eval`` with the same
-folder, preset and images reuses these encodes instead of repeating them.
+The dipcodec encodes run through ``dipcodec eval``'s runner (dipcodec only), so they land in the
+cache of the eval folder ``--eval-out``, whose report is left as it is: an interrupted benchmark
+resumes, and a later ``dipcodec eval`` of that folder with the same preset reuses these encodes.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import statistics
 import sys
@@ -24,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from dipcodec.evaluation import jpeg_at_size, psnr
-from dipcodec.evaluation.run import EvalConfig, evaluate, load_rgb, machine, parse_images, parse_targets
+from dipcodec.evaluation.run import EvalConfig, collect, load_rgb, machine, parse_images, parse_targets
 
 DEFAULT_KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 COLUMNS = ("image", "target", "bpp", "PSNR dB", "float fit dB", "gap dB", "JPEG q", "JPEG bpp", "JPEG PSNR",
@@ -47,14 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         config = EvalConfig(source=args.kodak, out=args.eval_out or Path(scratch), codecs=("dipcodec",),
                             targets=parse_targets(args.bpp), preset=args.preset,
                             images=None if args.images == "all" else parse_images(args.images), device=args.device)
-        results = evaluate(config)
+        results = collect(config)
     rows = []
     for image in results.images:
         pixels = load_rgb(image.path)
         for target in config.targets:
             unit = results.points[(image.name, "dipcodec", target)]
-            data = base64.b64decode(unit["file_base64"])
-            quality, jpeg, jpeg_pixels = jpeg_at_size(pixels, len(data))
+            quality, jpeg, jpeg_pixels = jpeg_at_size(pixels, unit["bytes"])
             rows.append(dict(image=image.name, target=target, bpp=unit["bpp"], psnr=unit["psnr"],
                              float_psnr=unit["float_psnr"], jpeg_quality=quality, jpeg_bpp=8 * len(jpeg) / image.pixels,
                              jpeg_psnr=psnr(pixels, jpeg_pixels), encode_s=unit["encode_s"],

@@ -39,7 +39,7 @@ from .metrics import measure
 
 __all__ = ["Codec", "CODECS", "DEFAULT_CODECS", "DEFAULT_TARGETS", "IMAGE_SETS", "PRESETS", "EvalConfig",
            "SourceImage", "Results", "parse_codecs", "parse_targets", "parse_images", "find_images", "evaluate",
-           "load_rgb", "budget_bytes", "NOT_CODEC", "codec_source", "source_hash", "command_line", "machine",
+           "collect", "load_rgb", "budget_bytes", "NOT_CODEC", "codec_source", "source_hash", "command_line", "machine",
            "run_task"]
 
 Codec = Literal["dipcodec", "jpeg", "webp", "jpeg2000", "avif"]
@@ -546,6 +546,14 @@ def evaluate(config: EvalConfig) -> Results:
     """Run (or resume) the evaluation, then write the JSON results, rd.png and report.md under ``config.out``."""
     from .report import write_outputs
 
+    results = collect(config)
+    write_outputs(config, results)
+    return results
+
+
+def collect(config: EvalConfig) -> Results:
+    """Every unit of the run, from ``config.out``'s cache or computed into it; writes no report (so a
+    tool that only needs some units can share a folder whose report covers more)."""
     images = find_images(config)
     if "dipcodec" in config.codecs:
         from ..decoder import resolve_device
@@ -558,7 +566,5 @@ def evaluate(config: EvalConfig) -> Results:
     except OSError as exc:
         raise InputError(f"cannot create {config.out}: {exc.strerror or exc}") from None
     results = Results(images=images)
-    tasks = _plan(config, images, results)
-    _execute(tasks, config, results)
-    write_outputs(config, results)
+    _execute(_plan(config, images, results), config, results)
     return results
