@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dipcodec.encoder import RATE_HEADROOM, _Coder, _weights_of, choose_network
+from dipcodec.encoder import QUALITY_FINENESS, RATE_HEADROOM, _Coder, _weights_of, choose_network
 from dipcodec.fit import (FitSchedule, _masked_mse, fit, psnr_from_mse, quantization_aware_fit,
                           rounding_sensitivities)
 from dipcodec.images import read_image
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     aim = int(RATE_HEADROOM * args.bpp * height * width / 8)
     plain = step_scales(weights, reference)
     sensitive = step_scales(weights, reference, rounding_sensitivities(
-        net, noise, target, reference, step_codes_for(plain, 4.0)))
+        net, noise, target, reference, step_codes_for(plain, QUALITY_FINENESS)))
     grids = {}
     for label, scales in (("delta-RMS steps", plain), ("sensitivity steps", sensitive)):
         data, grids[label] = _Coder(weights, reference, header, scales).largest_under(aim)
