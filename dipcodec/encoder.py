@@ -26,7 +26,7 @@ from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
-           "widest_network", "EncodeResult"]
+           "widest_network", "sensitive_step_scales", "EncodeResult"]
 
 Preset = Literal["fast", "default", "best"]
 PRESETS: dict[str, FitSchedule] = {
@@ -38,9 +38,11 @@ PRESETS: dict[str, FitSchedule] = {
     "best": FitSchedule(iterations=4500, qat_iterations=500),
 }
 DEFAULT_QUALITY = 75
-BITS_PER_WEIGHT = 6.0
-"""Expected coded bits per weight at the working fineness; sizes the network for a bit budget."""
-QUALITY_FINENESS = 4.0
+BITS_PER_WEIGHT = 8.0
+"""Expected coded bits per weight at the working fineness; sizes the network for a bit budget. At 8
+rather than 6 the network is narrower with finer steps: the same decoded PSNR at 0.5 bpp, almost no
+loss to rounding, and faster fits (BENCHMARKS.md, "Bits per weight")."""
+QUALITY_FINENESS = 6.0
 """Quantization fineness (log2 of steps per unit of each tensor's step scale) used by ``--quality``:
 at this fineness a weight costs about BITS_PER_WEIGHT bits, so a quality's file lands near its budget."""
 FINENESS_RANGE = (0.0, 12.0)
@@ -157,6 +159,15 @@ def _weights_of(net: Generator) -> list[np.ndarray]:
     return [p.detach().cpu().numpy().astype(np.float32) for p in net.parameters()]
 
 
+def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Tensor,
+                          reference: list[np.ndarray]) -> list[float]:
+    """Each tensor's step scale: its delta RMS, made finer where rounding it costs more (probed on the
+    grid that ``--quality`` would use)."""
+    weights = _weights_of(net)
+    probe = step_codes_for(step_scales(weights, reference), QUALITY_FINENESS)
+    return step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe))
+
+
 def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
                     seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> EncodeResult:
     """:func:`encode`, also returning the decoded pixels and the PSNRs measured on the way."""
@@ -189,10 +200,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     float_psnr = fit(net, noise, target, schedule, report)
 
     header = dict(width=width, height=height, channels=channels, seed=seed, network=config)
-    weights = _weights_of(net)
-    probe = step_codes_for(step_scales(weights, reference), QUALITY_FINENESS)
-    scales = step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe))
-    coder = _Coder(weights, reference, header, scales)
+    coder = _Coder(_weights_of(net), reference, header, sensitive_step_scales(net, noise, target, reference))
     done = schedule.iterations
 
     def train_on_grid(codes: list[int], iterations: int) -> bytes:
@@ -206,7 +214,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
         return coder.pack_codes(codes)
 
     if bpp is None:
-        codes = step_codes_for(scales, QUALITY_FINENESS)
+        codes = step_codes_for(coder.scales, QUALITY_FINENESS)
         data = train_on_grid(codes, schedule.qat_iterations)
     else:
         target_bytes = int(bpp * height * width / 8)

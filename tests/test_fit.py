@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def fitted():
     """A network fitted briefly to a 64x64 image, with what it was fitted to."""
     image = make_image(64, 64)
-    config = choose_network(64, 64, 3, 1.5 * 64 * 64)
+    config = choose_network(64, 64, 3, 2.0 * 64 * 64)  # about 1000 weights
     reference = reference_weights(config, 0)
     net = Generator(config).load(reference)
     noise = fixed_input(config, 0, 64, 64)

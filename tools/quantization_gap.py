@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 
-from dipcodec.encoder import QUALITY_FINENESS, RATE_HEADROOM, _Coder, _weights_of, choose_network
-from dipcodec.fit import (FitSchedule, _masked_mse, fit, psnr_from_mse, quantization_aware_fit,
-                          rounding_sensitivities)
+from dipcodec.encoder import RATE_HEADROOM, _Coder, _weights_of, choose_network, sensitive_step_scales
+from dipcodec.fit import FitSchedule, _masked_mse, fit, psnr_from_mse, quantization_aware_fit
 from dipcodec.images import read_image
 from dipcodec.network import Generator, fixed_input, reference_weights
-from dipcodec.quantize import dequantize, quantize, step_codes_for, step_from_code, step_scales
+from dipcodec.quantize import dequantize, quantize, step_from_code, step_scales
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     header = dict(width=width, height=height, channels=channels, seed=0, network=config)
     aim = int(RATE_HEADROOM * args.bpp * height * width / 8)
     plain = step_scales(weights, reference)
-    sensitive = step_scales(weights, reference, rounding_sensitivities(
-        net, noise, target, reference, step_codes_for(plain, QUALITY_FINENESS)))
+    sensitive = sensitive_step_scales(net, noise, target, reference)
     grids = {}
     for label, scales in (("delta-RMS steps", plain), ("sensitivity steps", sensitive)):
         data, grids[label] = _Coder(weights, reference, header, scales).largest_under(aim)
