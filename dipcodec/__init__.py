@@ -14,8 +14,9 @@ from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError
 
 if TYPE_CHECKING:
     from .encoder import encode
+    from .restoration.restore import restore
 
-__all__ = ["encode", "decode", "info", "DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "__version__"]
+__all__ = ["encode", "decode", "info", "restore", "DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "__version__"]
 __version__ = "0.1.0"
 
 _pillow_plugin.register()
@@ -27,4 +28,8 @@ def __getattr__(name: str):
         from .encoder import encode
 
         return encode
+    if name == "restore":
+        from .restoration.restore import restore
+
+        return restore
     raise AttributeError(f"module 'dipcodec' has no attribute {name!r}")

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("input", metavar="IN", help="any image Pillow reads")
     enc.add_argument("output", metavar="OUT", help="the .dip file to write")
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, help="target bits per pixel of the whole file (met within 5%%)")
+    rate.add_argument("--bpp", type=float, help="target bits per pixel (of the decoded image) of the whole file, met within 5%%")
     rate.add_argument("--quality", type=float, help="1-100, like JPEG's (default 75)")
     # Spelled out rather than imported from the encoder, which would load the fitting code for every
     # command; tests/test_cli.py checks that the two lists agree.
@@ -40,12 +40,38 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     enc.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     enc.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    restoration = enc.add_mutually_exclusive_group()
+    restoration.add_argument("--mask", metavar="MASK", help="inpaint: an image whose non-zero pixels are missing, "
+                                                            "or 'subtitles' to find burned-in subtitles")
+    restoration.add_argument("--sr", type=int, metavar="N", help="code the image super-resolved N times (2-8)")
+    restoration.add_argument("--denoise", action="store_true", help="code the image denoised")
 
     dec = sub.add_parser("decode", help="decompress a .dip file to an image")
     dec.add_argument("input", metavar="IN", help="the .dip file")
     dec.add_argument("output", metavar="OUT", help="image to write; the format follows the extension (.png ...)")
     dec.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     dec.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    dec.add_argument("--scale", choices=("full", "native"), default="full",
+                     help="super-resolution files: the large image or one at the fitted size (default: %(default)s)")
+
+    msk = sub.add_parser("mask", help="find what to inpaint (burned-in subtitles) and write it as a mask image")
+    msk.add_argument("--subtitles", action="store_true", required=True, help="find burned-in subtitles")
+    msk.add_argument("input", metavar="IN", help="any image Pillow reads")
+    msk.add_argument("-o", "--output", metavar="MASK", required=True, help="mask image to write (255 = missing)")
+    msk.add_argument("--force", action="store_true", help="overwrite MASK if it exists")
+
+    res = sub.add_parser("restore", help="inpaint, super-resolve or denoise an image (no .dip file)")
+    res.add_argument("mode", choices=("inpaint", "sr", "denoise"))
+    res.add_argument("input", metavar="IN", help="any image Pillow reads")
+    res.add_argument("output", metavar="OUT", help="image to write; the format follows the extension")
+    res.add_argument("--mask", metavar="MASK", help="inpaint: mask image (non-zero = missing) or 'subtitles'")
+    res.add_argument("--factor", type=int, metavar="N", help="sr: the factor (default 4)")
+    res.add_argument("--preset", choices=("fast", "default", "best"), default="default",
+                     help="fitting effort (default: %(default)s)")
+    res.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
+    res.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    res.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    res.add_argument("--quiet", action="store_true", help="no progress bar")
 
     inf = sub.add_parser("info", help="describe a .dip file")
     inf.add_argument("file", metavar="FILE")
@@ -95,38 +121,64 @@ def _check_paths(src: str, dst: str, force: bool) -> None:
         raise InputError(f"{dst}: folder {out.parent} does not exist")
 
 
-def _encode(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
+class _ProgressBar:
+    """The fit's progress bar (iteration, current PSNR, ETA) on stderr; opened at the first report."""
 
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int, psnr: float) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="fitting", unit="it", leave=False, file=sys.stderr,
+                            bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+        self.bar.total = max(self.bar.total, total)  # rate control may add a short tuning phase
+        self.bar.update(done - self.bar.n)
+        if done % 10 == 0 or done == total:
+            self.bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=False)
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _mask_argument(value: str | None):
+    """``--mask``: 'subtitles', or a mask image read like any input."""
+    from .images import read_image
+
+    return value if value in (None, "subtitles") else read_image(value)
+
+
+def _check_image_extension(path: str, command: str) -> None:
+    """Before any slow work: OUT must name an image format Pillow writes (not .dip)."""
+    from PIL import Image
+
+    if Image.registered_extensions().get(Path(path).suffix.lower()) in (None, "DIPCODEC"):
+        raise InputError(f"{path}: {command} writes an image; choose an image extension such as .png")
+
+
+def _encode(args: argparse.Namespace) -> None:
     from .encoder import encode_detailed
     from .images import read_image, write_atomic
+    from .restoration.modes import restoration_for
 
     _check_paths(args.input, args.output, args.force)
     pixels = read_image(args.input)
-    bar = None
-
-    def progress(done: int, total: int, psnr: float) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="fitting", unit="it", leave=False, file=sys.stderr,
-                       bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
-        bar.total = max(bar.total, total)  # rate control may add a short tuning phase
-        bar.update(done - bar.n)
-        if done % 10 == 0 or done == total:
-            bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=False)
-
+    restoration = restoration_for(pixels, mask=_mask_argument(args.mask), sr=args.sr, denoise=args.denoise)
     start = time.perf_counter()
-    try:
+    with _ProgressBar() as bar:
         result = encode_detailed(pixels, bpp=args.bpp, quality=args.quality, preset=args.preset, seed=args.seed,
-                                 device=args.device, progress=None if args.quiet else progress)
-    finally:
-        if bar is not None:
-            bar.close()
+                                 device=args.device, progress=None if args.quiet else bar, restoration=restoration)
     write_atomic(args.output, result.data, force=args.force)
     if not args.quiet:
-        h, w = pixels.shape[:2]
+        h, w = result.pixels.shape[:2]
+        fidelity = "" if restoration is None else f" ({restoration.mode}: to the input as the fit sees it)"
         print(f"{args.output}: {len(result.data)} bytes, {8 * len(result.data) / (h * w):.4f} bpp, "
-              f"PSNR {result.psnr:.2f} dB, {time.perf_counter() - start:.1f} s", file=sys.stderr)
+              f"PSNR {result.psnr:.2f} dB{fidelity}, {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
 def _decode(args: argparse.Namespace) -> None:
@@ -134,11 +186,40 @@ def _decode(args: argparse.Namespace) -> None:
     from .images import write_image
 
     _check_paths(args.input, args.output, args.force)
-    if Path(args.output).suffix.lower() == ".dip":
-        raise InputError(f"{args.output}: decode writes an image; choose an image extension such as .png")
+    _check_image_extension(args.output, "decode")
     data = _read_bytes(args.input)
-    pixels = decode(data, device=args.device)
+    pixels = decode(data, device=args.device, scale=args.scale)
     write_image(args.output, pixels, force=args.force)
+
+
+def _mask(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .images import read_image, write_image
+    from .restoration.subtitles import subtitle_mask
+
+    _check_paths(args.input, args.output, args.force)
+    _check_image_extension(args.output, "mask")
+    found = subtitle_mask(read_image(args.input))
+    write_image(args.output, np.where(found, 255, 0).astype(np.uint8), force=args.force)
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from .images import read_image, write_image
+    from .restoration.restore import restore
+
+    _check_paths(args.input, args.output, args.force)
+    _check_image_extension(args.output, "restore")
+    if (args.mask is not None) != (args.mode == "inpaint"):
+        raise InputError("--mask goes with inpaint, and inpaint needs it")
+    if args.factor is not None and args.mode != "sr":
+        raise InputError("--factor goes with sr only")
+    pixels = read_image(args.input)
+    mode = {"sr": "super-resolution"}.get(args.mode, args.mode)
+    with _ProgressBar() as bar:
+        restored = restore(pixels, mode, mask=_mask_argument(args.mask), factor=args.factor, preset=args.preset,
+                           seed=args.seed, device=args.device, progress=None if args.quiet else bar)
+    write_image(args.output, restored, force=args.force)
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -151,7 +232,8 @@ def _info(args: argparse.Namespace) -> None:
     arch = details["architecture"]
     lines = [
         f"{args.file}: dipcodec format {details['format_version']}, {details['file_bytes']} bytes",
-        f"  image        {details['width']}x{details['height']}, {details['channels']} channel(s), mode {details['mode']}",
+        f"  image        {details['width']}x{details['height']}, {details['channels']} channel(s), mode {details['mode']}"
+        + (f" (fitted at 1/{details['scale']} size)" if details["scale"] > 1 else ""),
         f"  network      {len(arch['channels'])} stages of widths {arch['channels']}, kernels {arch['kernel_sizes']}, "
         f"shuffle {arch['shuffle']}, {arch['upsample']} upsampling",
         f"  parameters   {details['parameters']}",
@@ -186,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help/--version
         return int(exc.code or 0)
-    handler = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval}[args.command]
+    handler = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "mask": _mask,
+               "restore": _restore}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -1,4 +1,4 @@
-"""The ``.dip`` file format, version 1: magic, version, header, tagged sections, CRC32.
+"""The ``.dip`` file format, version 2 (reads version 1): magic, version, header, tagged sections, CRC32.
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
@@ -21,12 +21,15 @@ from .network import UPSAMPLE_MODES, NetworkConfig, decode_cost, padded_size
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
-    "MAGIC", "VERSION", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MODES", "REFERENCES", "Mode", "Reference",
+    "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits",
 ]
 
 MAGIC = b"DIPC"
-VERSION = 1
+VERSION = 2
+"""The version this encoder writes. Version 2 gave modes 2 (super-resolution, with a scale byte)
+and 3 (denoise) their meaning; everything else is as in version 1."""
+READABLE_VERSIONS = (1, 2)
 MIN_SIDE, MAX_SIDE = 8, 4096
 MAX_FILE_BYTES = 64 << 20
 """No valid file comes near this (2**21 weights at 24 bits each is 6 MiB); readers stop here."""
@@ -41,9 +44,12 @@ MAX_MACS_PER_PIXEL = 32768
 MAX_SEED = (1 << 32) - 1
 BASE_ID_BYTES = 8
 
-Mode = Literal["plain", "inpaint", "super-resolution"]
+Mode = Literal["plain", "inpaint", "super-resolution", "denoise"]
 Reference = Literal["seed", "base", "previous-frame"]
-MODES: tuple[Mode, ...] = ("plain", "inpaint", "super-resolution")
+MODES: tuple[Mode, ...] = ("plain", "inpaint", "super-resolution", "denoise")
+"""How the network was fitted. Only super-resolution changes decoding: the network renders the image
+``scale`` times larger than the header's size, which is the size of the image that was fitted."""
+MAX_SCALE = 8
 REFERENCES: tuple[Reference, ...] = ("seed", "base", "previous-frame")
 
 TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS, TAG_BASE = b"N", b"Q", b"W", b"B"
@@ -65,6 +71,15 @@ class Bitstream:
     mode: Mode = "plain"
     reference: Reference = "seed"
     base_id: bytes | None = None
+    scale: int = 1
+    """Super-resolution factor: the decoded image is ``scale * width`` by ``scale * height``."""
+    version: int = VERSION
+    """The format version the file was read from (``pack`` always writes :data:`VERSION`)."""
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the image the network renders."""
+        return self.scale * self.height, self.scale * self.width
 
 
 # ---------------------------------------------------------------- varints (LEB128, little-endian)
@@ -151,6 +166,8 @@ def pack(stream: Bitstream) -> bytes:
     head += _varint(stream.width) + _varint(stream.height)
     head += bytes([stream.channels, MODES.index(stream.mode), REFERENCES.index(stream.reference)])
     head += _varint(stream.seed)
+    if stream.mode == "super-resolution":
+        head.append(stream.scale)
     body = bytearray(head)
     if stream.base_id is not None:
         body += _section(TAG_BASE, stream.base_id)
@@ -241,8 +258,9 @@ def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:
         raise DecodeError(f"file of {len(data)} bytes is larger than any dipcodec file can be")
     if data[:4] != MAGIC:
         raise DecodeError("not a dipcodec file (bad magic)")
-    if data[4] != VERSION:
-        raise DecodeError(f"unsupported format version {data[4]} (this decoder reads version {VERSION})")
+    if data[4] not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise DecodeError(f"unsupported format version {data[4]} (this decoder reads versions {readable})")
     body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     if zlib.crc32(body) != crc:
         raise DecodeError("checksum mismatch: the file is damaged")
@@ -256,6 +274,10 @@ def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:
         "reference": r.u8("reference"),
         "seed": r.varint("seed", MAX_SEED),
     }
+    if data[4] == 1 and fields["mode"] > MODES.index("inpaint"):
+        raise DecodeError(f"mode {fields['mode']} is not defined in version-1 files")
+    fields["scale"] = r.u8("scale") if fields["mode"] == MODES.index("super-resolution") else 1
+    fields["version"] = data[4]
     sizes = {"header": r.pos}
     sections: dict[bytes, bytes] = {}
     while not r.done():
@@ -287,8 +309,11 @@ def unpack(data: bytes) -> Bitstream:
         raise DecodeError(f"declared channel count {ch} is not 1 or 3")
     if f["mode"] >= len(MODES) or f["reference"] >= len(REFERENCES):
         raise DecodeError("unknown coding mode or reference")
-    if MODES[f["mode"]] == "super-resolution":
-        raise DecodeError("super-resolution files need a newer decoder")
+    scale = f["scale"]
+    if MODES[f["mode"]] == "super-resolution" and not 2 <= scale <= MAX_SCALE:
+        raise DecodeError(f"super-resolution scale {scale} out of range (2 to {MAX_SCALE})")
+    if max(scale * w, scale * h) > MAX_SIDE:
+        raise DecodeError(f"super-resolved size {scale * w}x{scale * h} is larger than {MAX_SIDE}x{MAX_SIDE}")
     for tag in (TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS):
         if tag not in sections:
             raise DecodeError(f"missing section {tag.decode()!r}")
@@ -297,13 +322,14 @@ def unpack(data: bytes) -> Bitstream:
         raise DecodeError("base-model reference and base section disagree")
     if base_id is not None and len(base_id) != BASE_ID_BYTES:
         raise DecodeError(f"base id must be {BASE_ID_BYTES} bytes")
-    network = _parse_network(sections[TAG_NETWORK], ch, w, h)
+    network = _parse_network(sections[TAG_NETWORK], ch, scale * w, scale * h)
     codes, models = _parse_table(sections[TAG_TABLE], len(network.tensor_shapes()))
     if any(m.low < m.high for m in models) and not sections[TAG_WEIGHTS]:
         raise DecodeError("weight section is empty")
     return Bitstream(
         width=w, height=h, channels=ch, seed=f["seed"], network=network, step_codes=codes, models=models,
         weights=sections[TAG_WEIGHTS], mode=MODES[f["mode"]], reference=REFERENCES[f["reference"]], base_id=base_id,
+        scale=scale, version=f["version"],
     )
 
 

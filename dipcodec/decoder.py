@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
 
-from .container import VERSION, Bitstream, section_sizes, unpack
+from .container import Bitstream, section_sizes, unpack
 from .entropy import decode_symbols
 from .errors import DecodeError, InputError
 from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize
 
-__all__ = ["decode", "info", "render", "resolve_device"]
+__all__ = ["Scale", "decode", "info", "render", "resolve_device"]
+
+Scale = Literal["full", "native"]
+"""For super-resolution files: the super-resolved image, or one brought back to the fitted image's size."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,25 +57,46 @@ def _weights(stream: Bitstream) -> list[np.ndarray]:
     return dequantize([q.reshape(s) for q, s in zip(symbols, shapes)], reference, list(stream.step_codes))
 
 
-def decode(data: bytes, *, device: str = "cpu") -> np.ndarray:
-    """Decode a ``.dip`` file's bytes to uint8 pixels (HxW for grayscale, HxWx3 for RGB)."""
+def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full") -> np.ndarray:
+    """Decode a ``.dip`` file's bytes to uint8 pixels (HxW for grayscale, HxWx3 for RGB).
+
+    A super-resolution file decodes to the large image; ``scale="native"`` brings it down to the
+    size it was fitted at, through the downsampler of the fit.
+    """
+    if scale not in ("full", "native"):
+        raise InputError(f"scale must be 'full' or 'native', got {scale!r}")
     stream = unpack(data)
     dev = resolve_device(device)
-    return render(stream.network, _weights(stream), stream.seed, stream.height, stream.width, dev)
+    height, width = stream.output_size
+    pixels = render(stream.network, _weights(stream), stream.seed, height, width, dev)
+    if scale == "native" and stream.scale > 1:
+        from .restoration.downsample import downsample
+
+        planes = pixels.reshape(height, width, -1)
+        small = np.stack([downsample(torch.from_numpy(planes[..., c].astype(np.float32))[None, None], stream.scale)
+                          [0, 0].clamp(0, 255).round().to(torch.uint8).numpy() for c in range(planes.shape[2])], -1)
+        pixels = small[..., 0] if stream.channels == 1 else small
+    return pixels
 
 
 def info(data: bytes) -> dict:
-    """What a file holds, without running the network: sizes, architecture, rate."""
+    """What a file holds, without running the network: sizes, architecture, rate.
+
+    ``width`` and ``height`` are those of the decoded image (``scale`` times the fitted image's for
+    super-resolution), and ``bpp`` counts its pixels.
+    """
     stream = unpack(data)
     cfg = stream.network
     params = cfg.parameter_count()
+    height, width = stream.output_size
     return {
-        "format_version": VERSION,
+        "format_version": stream.version,
         "file_bytes": len(data),
-        "width": stream.width,
-        "height": stream.height,
+        "width": width,
+        "height": height,
         "channels": stream.channels,
         "mode": stream.mode,
+        "scale": stream.scale,
         "reference": stream.reference,
         "base_id": stream.base_id.hex() if stream.base_id else None,
         "seed": stream.seed,
@@ -85,5 +110,5 @@ def info(data: bytes) -> dict:
         "parameters": params,
         "section_bytes": section_sizes(data),
         "bits_per_weight": round(8 * len(stream.weights) / params, 4),
-        "bpp": round(8 * len(data) / (stream.width * stream.height), 6),
+        "bpp": round(8 * len(data) / (width * height), 6),
     }

@@ -20,13 +20,15 @@ from .container import Bitstream, check_network_limits, pack
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
-from .fit import FitSchedule, fit, psnr_from_mse, quantization_aware_fit, rounding_sensitivities
+from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse, quantization_aware_fit,
+                  rounding_sensitivities)
 from .images import as_array
 from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for, step_scales
+from .restoration.modes import Restoration, restoration_for
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
-           "widest_network", "sensitive_step_scales", "EncodeResult"]
+           "widest_network", "sensitive_step_scales", "EncodeResult", "FittedNetwork"]
 
 Preset = Literal["fast", "default", "best"]
 PRESETS: dict[str, FitSchedule] = {
@@ -52,6 +54,8 @@ little, and a file pushed over the target must move to a coarser grid its weight
 MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
 MAX_WIDTH = 192
+MAX_FULL_SIZE_WIDTH = 16
+"""Channels of a full-size stage: the decoder allows 16 floats per pixel in any one tensor."""
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
@@ -72,7 +76,7 @@ def quality_to_bpp(quality: float) -> float:
     return 0.25 * 2.0 ** ((quality - 50) / 25)
 
 
-def choose_network(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
+def choose_network(height: int, width: int, channels: int, budget_bits: float, *, shuffle: int = 2) -> NetworkConfig:
     """A Deep Decoder (1x1 convolutions) with about ``budget_bits / BITS_PER_WEIGHT`` weights.
 
     On images of 64 pixels or more a side: a fixed input at 1/16 of the image size, stages of width k
@@ -83,12 +87,18 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float) -
     equal time over shuffling 4x from 1/4 size, and an input at 1/16 size ~1 dB over the Deep
     Decoder's usual 1/64 (a 1/8-size input loses again). Smaller images get a plain stack with
     an input of 4 to 7 pixels on its short side.
+
+    ``shuffle=1`` adds a stage at full size instead of the pixel shuffle (super-resolution: shuffled
+    sub-pixels are free to draw patterns that its downsampler never sees). The decoder's limit of
+    16 floats per pixel then caps that stage at 16 channels.
     """
     short = min(height, width)
-    if short >= 64:
+    if short >= 64 and shuffle == 1:
+        layout = lambda k: ((k, k, k, k, min(max(k // 2, 4), MAX_FULL_SIZE_WIDTH)), 1)
+    elif short >= 64:
         layout = lambda k: ((k, k, k, max(k // 2, 4)), 2)
     else:
-        shuffle = 2 if short >= 16 else 1
+        shuffle = min(shuffle, 2 if short >= 16 else 1)
         stages = int(np.clip(math.floor(math.log2(max(short / shuffle / 4, 1))) + 1, 1, 7))
         layout = lambda k: ((k,) * stages, shuffle)
 
@@ -169,8 +179,14 @@ def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Ten
 
 
 def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
-                    seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> EncodeResult:
-    """:func:`encode`, also returning the decoded pixels and the PSNRs measured on the way."""
+                    seed: int = 0, device: str = "cpu", progress: Progress | None = None,
+                    restoration: Restoration | None = None) -> EncodeResult:
+    """:func:`encode`, also returning the decoded pixels and the PSNRs measured on the way.
+
+    With a ``restoration`` the network is fitted under its loss (known pixels, or through the
+    downsampler) and the file codes the restored image; ``psnr`` and ``float_psnr`` are then measured
+    the way the fit sees the input, and ``pixels`` is the restored image.
+    """
     pixels = as_array(image)
     if bpp is not None and quality is not None:
         raise InputError("give a target bpp or a quality, not both")
@@ -182,31 +198,27 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
         raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
     if not (isinstance(seed, int) and 0 <= seed < 2**32):
         raise InputError("seed must be an integer in [0, 2**32)")
+    if restoration is not None:
+        restoration.check(pixels)
     dev = resolve_device(device)
-    height, width = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else 3
-    schedule = PRESETS[preset]
+    fitted = FittedNetwork.fit(pixels, bpp if bpp is not None else quality_to_bpp(
+        quality if quality is not None else DEFAULT_QUALITY), PRESETS[preset], seed, dev, restoration, progress)
+    net, noise, config, reference = fitted.net, fitted.noise, fitted.config, fitted.reference
+    height, width = fitted.size
+    schedule, report = fitted.schedule, fitted.report
+    # What the quantization must reproduce: the image itself, or the restored one the float fit made.
+    target = fitted.target if restoration is None else fitted.output()
 
-    budget_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
-    config = choose_network(height, width, channels, budget_bpp * height * width)
-    reference = reference_weights(config, seed)
-    net = Generator(config).load(reference).to(dev)
-    noise = fixed_input(config, seed, height, width).to(dev)
-    target = torch.from_numpy(pixels.reshape(height, width, channels).transpose(2, 0, 1).copy())
-    target = (target.float() / 255).unsqueeze(0).to(dev)
-
-    total = schedule.iterations + schedule.qat_iterations  # grows if rate control tunes a second grid
-    report = (lambda i, p: progress(i, total, p)) if progress else None
-    float_psnr = fit(net, noise, target, schedule, report)
-
-    header = dict(width=width, height=height, channels=channels, seed=seed, network=config)
+    header = dict(width=pixels.shape[1], height=pixels.shape[0], channels=config.out_channels, seed=seed,
+                  network=config, mode="plain" if restoration is None else restoration.mode,
+                  scale=1 if restoration is None else restoration.scale)
     coder = _Coder(_weights_of(net), reference, header, sensitive_step_scales(net, noise, target, reference))
     done = schedule.iterations
 
     def train_on_grid(codes: list[int], iterations: int) -> bytes:
         """Quantization-aware fine-tuning on one quantization grid; returns the packed file."""
-        nonlocal total, done
-        total = max(total, done + iterations)
+        nonlocal done
+        fitted.total = max(fitted.total, done + iterations)
         tuned = dataclasses.replace(schedule, qat_iterations=iterations)
         quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done)
         done += iterations
@@ -238,15 +250,68 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
             elif len(data) < 0.95 * target_bytes:
                 warn(f"reached only {reached:.3f} of {bpp} bpp: the network is at its largest for this image")
     decoded = render(config, coder.dequantized(codes), seed, height, width, dev)
-    mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
-    return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=float_psnr, pixels=decoded)
+    if restoration is None:
+        mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
+    else:
+        with torch.no_grad():
+            mse = fitted.loss_fn(_as_tensor(decoded, dev), fitted.target).item()
+    return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=fitted.float_psnr, pixels=decoded)
+
+
+def _as_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 HxW or HxWx3 -> float 1 x C x H x W on [0, 1]."""
+    planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1).transpose(2, 0, 1)
+    return (torch.from_numpy(planes.copy()).float() / 255).unsqueeze(0).to(device)
+
+
+class FittedNetwork:
+    """The float fit of a network to an image (or, with a restoration, to what is known of it)."""
+
+    def __init__(self, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
+                 restoration: Restoration | None) -> None:
+        height, width = pixels.shape[:2]
+        self.size = restoration.output_size(height, width) if restoration else (height, width)
+        channels = 1 if pixels.ndim == 2 else 3
+        self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
+                                     shuffle=restoration.shuffle if restoration else 2)
+        self.reference = reference_weights(self.config, seed)
+        self.net = Generator(self.config).load(self.reference).to(device)
+        self.noise = fixed_input(self.config, seed, *self.size).to(device)
+        self.target = _as_tensor(pixels, device)
+        self.loss_fn = restoration.loss(self.target) if restoration else image_mse
+        self.schedule = restoration.schedule(schedule, pixels) if restoration else schedule
+        self.total = self.schedule.iterations + self.schedule.qat_iterations  # rate control may add some
+        self.report: IterationCallback | None = None
+        self.float_psnr = float("nan")
+
+    @classmethod
+    def fit(cls, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
+            restoration: Restoration | None = None, progress: Progress | None = None) -> "FittedNetwork":
+        """Size a network for ``bpp`` bits per (output) pixel and fit it in float."""
+        fitted = cls(pixels, bpp, schedule, seed, device, restoration)
+        if progress:
+            fitted.report = lambda i, p: progress(i, fitted.total, p)
+        fitted.float_psnr = fit(fitted.net, fitted.noise, fitted.target, fitted.schedule, fitted.report,
+                                fitted.loss_fn)
+        return fitted
+
+    def output(self) -> torch.Tensor:
+        """The network's image at the true (output) size, detached."""
+        with torch.no_grad():
+            return self.net(self.noise)[..., : self.size[0], : self.size[1]].clone()
 
 
 def encode(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
-           seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> bytes:
+           seed: int = 0, device: str = "cpu", progress: Progress | None = None, mask=None, sr: int | None = None,
+           denoise: bool = False) -> bytes:
     """Compress an image (PIL image, or uint8 array HxW / HxWxC) to the bytes of a ``.dip`` file.
 
-    Give ``bpp`` for a target rate (met within 5%, header included) or ``quality`` (1-100, default 75).
+    Give ``bpp`` for a target rate (met within 5%, header included, per pixel of the decoded image)
+    or ``quality`` (1-100, default 75). At most one restoration: ``mask`` (an image, non-zero =
+    missing, or ``"subtitles"`` to find burned-in subtitles) fills the holes; ``sr=4`` codes a 4x
+    super-resolved image; ``denoise=True`` a denoised one.
     """
-    return encode_detailed(image, bpp=bpp, quality=quality, preset=preset, seed=seed, device=device,
-                           progress=progress).data
+    pixels = as_array(image)
+    restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)
+    return encode_detailed(pixels, bpp=bpp, quality=quality, preset=preset, seed=seed, device=device,
+                           progress=progress, restoration=restoration).data

@@ -20,11 +20,14 @@ import torch.nn.functional as F
 from .network import Generator
 from .quantize import step_from_code
 
-__all__ = ["FitSchedule", "IterationCallback", "fit", "rounding_sensitivities", "quantization_aware_fit",
-           "psnr_from_mse"]
+__all__ = ["FitSchedule", "IterationCallback", "Loss", "fit", "rounding_sensitivities", "quantization_aware_fit",
+           "psnr_from_mse", "image_mse"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(network output of the padded size, target) -> mean squared error. Restoration modes bring their
+own: known pixels only (inpainting), through a downsampler (super-resolution)."""
 
 
 @dataclass(frozen=True)
@@ -35,41 +38,65 @@ class FitSchedule:
     qat_iterations: int
     learning_rate: float = 0.02
     qat_learning_rate: float = 0.0005
+    input_jitter: float = 0.0
+    """Standard deviation of fresh Gaussian noise added to the fixed input at each iteration: a
+    regularizer (the Deep Image Prior's denoising recipe), zero for compression."""
+    average_decay: float = 0.0
+    """When above zero, the fit returns an exponential moving average of its iterates (this decay per
+    iteration) instead of the best one: for denoising, where the best fit to the noisy target is the
+    noisiest."""
+    stop_mse: float | None = None
+    """Stop as soon as the loss falls to this (a noise variance: a fit closer than that fits noise)."""
 
 
 def psnr_from_mse(mse: float) -> float:
     return 10 * math.log10(1 / mse) if mse > 0 else float("inf")
 
 
-def _masked_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def image_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The plain loss: the output cropped from its padded size to the target's, against every pixel."""
     h, w = target.shape[-2:]
     return F.mse_loss(output[..., :h, :w], target)
 
 
 def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: FitSchedule,
-        progress: IterationCallback | None = None) -> float:
-    """Fit in float; leaves the best iterate in ``net`` and returns its PSNR."""
-    opt = torch.optim.Adam(net.parameters(), lr=schedule.learning_rate)
+        progress: IterationCallback | None = None, loss_fn: Loss = image_mse) -> float:
+    """Fit in float; leaves the best iterate in ``net`` and returns its PSNR. With
+    ``FitSchedule.average_decay`` it leaves the average instead, and returns the last iterate's PSNR."""
+    params = list(net.parameters())
+    opt = torch.optim.Adam(params, lr=schedule.learning_rate)
     total = max(schedule.iterations, 1)
     lr_at = lambda i: schedule.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / total)))
-    best = [p.detach().clone() for p in net.parameters()]
+    averaging = schedule.average_decay > 0
+    best = [p.detach().clone() for p in params]
     with torch.no_grad():
-        best_mse = _masked_mse(net(noise), target).item()  # the starting point counts as an iterate
+        best_mse = loss_fn(net(noise), target).item()  # the starting point counts as an iterate
+    jitter = torch.Generator(noise.device).manual_seed(0) if schedule.input_jitter else None
     for i in range(schedule.iterations):
         for group in opt.param_groups:
             group["lr"] = lr_at(i)
         opt.zero_grad(set_to_none=True)
-        loss = _masked_mse(net(noise), target)
+        net_input = noise
+        if jitter is not None:
+            net_input = noise + schedule.input_jitter * torch.randn(noise.shape, generator=jitter, device=noise.device)
+        loss = loss_fn(net(net_input), target)
         loss.backward()
         mse = loss.item()  # the loss of the weights *before* this step
-        if mse < best_mse:
+        if averaging:  # from the first iterate on, so that the random start weighs nothing
+            with torch.no_grad():
+                for b, p in zip(best, params):
+                    b.lerp_(p, 1 - schedule.average_decay if i else 1.0)
             best_mse = mse
-            best = [p.detach().clone() for p in net.parameters()]
+        elif mse < best_mse:
+            best_mse = mse
+            best = [p.detach().clone() for p in params]
+        if schedule.stop_mse is not None and mse <= schedule.stop_mse:
+            break
         opt.step()
         if progress:
             progress(i + 1, psnr_from_mse(mse))
     with torch.no_grad():
-        for p, b in zip(net.parameters(), best):
+        for p, b in zip(params, best):
             p.copy_(b)
     return psnr_from_mse(best_mse)
 
@@ -85,13 +112,13 @@ def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Te
     params = [p.detach() for p in net.parameters()]
     device = params[0].device
     with torch.no_grad():
-        base = _masked_mse(net(noise), target).item()
+        base = image_mse(net(noise), target).item()
         out = []
         for i, (p, ref, code) in enumerate(zip(params, reference, step_codes, strict=True)):
             step = float(step_from_code(code))
             r = torch.from_numpy(ref).to(device)
             rounded = params[:i] + [r + torch.round((p - r) / step) * step] + params[i + 1 :]
-            added = _masked_mse(net(noise, rounded), target).item() - base
+            added = image_mse(net(noise, rounded), target).item() - base
             # Rounding can help by chance: floor the estimate at a small share of the error.
             out.append(max(added, 1e-4 * base) / (p.numel() * step * step))
     return out
@@ -116,7 +143,7 @@ def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Te
         opt.zero_grad(set_to_none=True)
         q = rounded([p.detach() for p in params])
         ste = [p + (qp - p).detach() for p, qp in zip(params, q)]
-        loss = _masked_mse(net(noise, ste), target)
+        loss = image_mse(net(noise, ste), target)
         mse = loss.item()
         if mse < best_mse:
             best_mse = mse

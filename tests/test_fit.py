@@ -8,7 +8,7 @@ import torch
 
 from conftest import make_image
 from dipcodec.encoder import _Coder, _weights_of, choose_network
-from dipcodec.fit import FitSchedule, _masked_mse, fit, rounding_sensitivities
+from dipcodec.fit import FitSchedule, image_mse, fit, rounding_sensitivities
 from dipcodec.network import Generator, fixed_input, reference_weights
 from dipcodec.quantize import step_codes_for, step_from_code, step_scales
 
@@ -31,7 +31,7 @@ def fitted():
 def _mse(net, noise, target, weights=None) -> float:
     with torch.no_grad():
         tensors = None if weights is None else [torch.from_numpy(w) for w in weights]
-        return _masked_mse(net(noise, tensors), target).item()
+        return image_mse(net(noise, tensors), target).item()
 
 
 def test_sensitivity_predicts_the_error_of_rounding_one_tensor(fitted):

@@ -1,4 +1,5 @@
-"""The golden file: every version of dipcodec must decode it, and no mutation of it may crash the decoder."""
+"""The golden files: every version of dipcodec must decode each of them to its pinned pixels, and no
+mutation of them may crash the decoder. Version 1 is a plain file; version 2 a 2x super-resolution."""
 
 from __future__ import annotations
 
@@ -15,16 +16,21 @@ import dipcodec
 from dipcodec import DecodeError
 
 DATA = Path(__file__).parent / "data"
-GOLDEN = DATA / "golden-v1.dip"
+VERSIONS = (1, 2)
+
+
+@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"v{v}")
+def version(request) -> int:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def golden() -> bytes:
-    return GOLDEN.read_bytes()
+def golden(version) -> bytes:
+    return (DATA / f"golden-v{version}.dip").read_bytes()
 
 
-def test_golden_decodes_to_pinned_pixels(golden):
-    expected = np.asarray(Image.open(DATA / "golden-v1.png"))
+def test_golden_decodes_to_pinned_pixels(golden, version):
+    expected = np.asarray(Image.open(DATA / f"golden-v{version}.png"))
     decoded = dipcodec.decode(golden)
     assert decoded.shape == expected.shape == (24, 40, 3)
     # Float convolutions may round differently in another BLAS; allow a stray 1-level flip, nothing more.
@@ -39,10 +45,11 @@ def test_golden_still_resembles_its_source(golden):
     assert 10 * np.log10(255**2 / mse) > 20
 
 
-def test_golden_info(golden):
+def test_golden_info(golden, version):
     details = dipcodec.info(golden)
     assert (details["width"], details["height"], details["channels"]) == (40, 24, 3)
-    assert details["seed"] == 7 and details["format_version"] == 1
+    assert details["seed"] == 7 and details["format_version"] == version
+    assert (details["mode"], details["scale"]) == (("plain", 1), ("super-resolution", 2))[version - 1]
     assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
 
 
@@ -76,6 +83,13 @@ def _mutations(data: bytes, count: int, seed: int):
             pos = rng.randrange(min(len(b), 24))
             b[pos] = rng.choice([0x00, 0x7F, 0x80, 0xFF])
         yield _with_crc(bytes(b)) if i % 2 else bytes(b)
+
+
+def test_golden_v2_decodes_at_native_size():
+    native = dipcodec.decode((DATA / "golden-v2.dip").read_bytes(), scale="native")
+    source = np.asarray(Image.open(DATA / "golden-source.png").resize((20, 12), Image.LANCZOS)).astype(float)
+    assert native.shape == (12, 20, 3)
+    assert 10 * np.log10(255**2 / np.mean((native - source) ** 2)) > 20
 
 
 def test_mutated_golden_files_decode_or_raise_decode_error(golden):
@@ -112,3 +126,15 @@ def test_forged_huge_image_is_rejected_before_allocation(golden):
     body[5:width_end] = bytes([0xC0, 0x84, 0x3D])
     with pytest.raises(DecodeError, match="out of range"):
         dipcodec.decode(_with_crc(bytes(body)))
+
+
+def test_version_1_files_may_not_use_the_modes_of_version_2():
+    body = bytearray((DATA / "golden-v1.dip").read_bytes()[:-4])
+    mode_at = 5 + 1 + 1 + 1  # magic and version, width 40, height 24, channels: one byte each
+    assert body[mode_at] == 0
+    for mode in (2, 3):
+        body[mode_at] = mode
+        with pytest.raises(DecodeError, match="not defined in version-1 files"):
+            dipcodec.decode(_with_crc(bytes(body)))
+    body[mode_at] = 1  # inpaint was defined in version 1 and decodes like plain
+    assert np.array_equal(dipcodec.decode(_with_crc(bytes(body))), dipcodec.decode((DATA / "golden-v1.dip").read_bytes()))

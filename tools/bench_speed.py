@@ -19,7 +19,7 @@ import torch
 
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import choose_network
-from dipcodec.fit import _masked_mse
+from dipcodec.fit import image_mse
 from dipcodec.network import Generator, fixed_input, reference_weights
 
 
@@ -37,7 +37,7 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str)
             torch.cuda.synchronize()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = _masked_mse(net(noise), target)
+        loss = image_mse(net(noise), target)
         loss.backward()
         loss.item()
         opt.step()

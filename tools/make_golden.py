@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Write tests/data/golden-v1.dip and the pixels it decodes to (golden-v1.png).
+"""Write tests/data/golden-v<VERSION>.dip and the pixels it decodes to (golden-v<VERSION>.png).
 
 Run once per format version. The files are committed; every later version of dipcodec must still
-decode golden-v1.dip to golden-v1.png (tests/test_golden.py). Never regenerate an existing version.
+decode each golden-vN.dip to its golden-vN.png (tests/test_golden.py). Never regenerate an existing
+version. Each version's file exercises what that version added: version 1 a plain file of the test
+card, version 2 a 2x super-resolution of the card brought down to half size.
 """
 
 from __future__ import annotations
@@ -37,10 +39,15 @@ def main() -> int:
         print(f"{target} exists; a golden file is never regenerated for the same version", file=sys.stderr)
         return 2
     DATA.mkdir(parents=True, exist_ok=True)
-    data = dipcodec.encode(golden_image(), bpp=3.0, preset="fast", seed=7)
+    if VERSION == 1:
+        data = dipcodec.encode(golden_image(), bpp=3.0, preset="fast", seed=7)
+    else:
+        half = np.asarray(Image.fromarray(golden_image()).resize((20, 12), Image.LANCZOS))
+        data = dipcodec.encode(half, sr=2, bpp=3.0, preset="fast", seed=7)
     target.write_bytes(data)
     Image.fromarray(dipcodec.decode(data)).save(target.with_suffix(".png"))
-    Image.fromarray(golden_image()).save(DATA / "golden-source.png")
+    if not (DATA / "golden-source.png").exists():
+        Image.fromarray(golden_image()).save(DATA / "golden-source.png")
     print(f"wrote {target} ({len(data)} bytes)")
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from dipcodec.encoder import RATE_HEADROOM, _Coder, _weights_of, choose_network, sensitive_step_scales
-from dipcodec.fit import FitSchedule, _masked_mse, fit, psnr_from_mse, quantization_aware_fit
+from dipcodec.fit import FitSchedule, image_mse, fit, psnr_from_mse, quantization_aware_fit
 from dipcodec.images import read_image
 from dipcodec.network import Generator, fixed_input, reference_weights
 from dipcodec.quantize import dequantize, quantize, step_from_code, step_scales
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def rounded_psnr(codes: list[int]) -> float:
         rounded = dequantize(quantize(weights, reference, codes), reference, codes)
         with torch.no_grad():
-            return psnr_from_mse(_masked_mse(net(noise, [torch.from_numpy(w) for w in rounded]), target).item())
+            return psnr_from_mse(image_mse(net(noise, [torch.from_numpy(w) for w in rounded]), target).item())
 
     header = dict(width=width, height=height, channels=channels, seed=0, network=config)
     aim = int(RATE_HEADROOM * args.bpp * height * width / 8)
@@ -88,7 +88,7 @@ def _noise_phase(net: Generator, noise: torch.Tensor, target: torch.Tensor, code
     for _ in range(iterations):
         opt.zero_grad(set_to_none=True)
         noisy = [p + (torch.rand(p.shape, generator=gen) - 0.5) * s for p, s in zip(params, steps)]
-        _masked_mse(net(noise, noisy), target).backward()
+        image_mse(net(noise, noisy), target).backward()
         opt.step()
 
 

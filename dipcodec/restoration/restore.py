@@ -1,0 +1,45 @@
+"""Restoration in one step: fit, and keep the float network's image instead of coding it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..decoder import resolve_device
+from ..encoder import PRESETS, FittedNetwork, Preset, Progress
+from ..errors import InputError
+from ..images import as_array
+from .modes import RestorationMode, restoration_for
+
+__all__ = ["restore", "RESTORE_BPP"]
+
+RESTORE_BPP = 2.0
+"""Network size for a restoration without a file, as a bit budget per output pixel at the encoder's
+bits per weight: as wide as the decoder's limits allow on a 768x512 output. Wider fits super-resolve
+better (BENCHMARKS.md, "Restoration")."""
+
+
+def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = None, preset: Preset = "default",
+            seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> np.ndarray:
+    """Inpaint (``mask``: non-zero = missing, or ``"subtitles"``), super-resolve by ``factor`` (default 4),
+    or denoise an image; returns uint8 pixels. Inpainting keeps the known pixels as they were."""
+    pixels = as_array(image)
+    if mode not in ("inpaint", "super-resolution", "denoise"):
+        raise InputError(f"unknown restoration {mode!r} (use inpaint, super-resolution or denoise)")
+    if (mask is not None) != (mode == "inpaint"):
+        raise InputError("a mask goes with inpainting, and inpainting needs one")
+    if factor is not None and mode != "super-resolution":
+        raise InputError("a factor goes with super-resolution only")
+    restoration = restoration_for(pixels, mask=mask, denoise=mode == "denoise",
+                                  sr=(factor or 4) if mode == "super-resolution" else None)
+    restoration.check(pixels)
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
+    schedule = dataclasses.replace(PRESETS[preset], qat_iterations=0)
+    fitted = FittedNetwork.fit(pixels, RESTORE_BPP, schedule, seed, resolve_device(device), restoration, progress)
+    planes = (fitted.output()[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
+    restored = planes[0] if planes.shape[0] == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
+    if restoration.mask is not None:  # the known pixels stay exactly as they were
+        restored = np.where(restoration.mask[..., None] if restored.ndim == 3 else restoration.mask, restored, pixels)
+    return restored

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""How a super-resolution fit's large output improves with iterations, against bicubic.
+
+    python tools/sr_curve.py kodim07 [--crop 256] [--iterations 2200] [--bpp 2.0] [--shuffle 1] [--jitter 0]
+
+Fits the network ``restore`` would use (``--bpp`` bits per output pixel, ``--shuffle`` 1 or the
+codec's usual 2) to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma
+PSNR gain of the large output over Pillow's bicubic upscale (4-pixel border cropped). One thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_restore import DATA, _crop, _luma_psnr  # noqa: E402
+
+from dipcodec.encoder import choose_network  # noqa: E402
+from dipcodec.fit import FitSchedule, fit  # noqa: E402
+from dipcodec.network import Generator, fixed_input, reference_weights  # noqa: E402
+from dipcodec.restoration.modes import Restoration  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--iterations", type=int, default=2200)
+    p.add_argument("--bpp", type=float, default=2.0)
+    p.add_argument("--shuffle", type=int, default=1)
+    p.add_argument("--jitter", type=float, default=0.0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    image = _crop(np.asarray(Image.open(DATA / "kodak" / f"{args.image}.png").convert("RGB")), args.crop)
+    h, w = image.shape[0] // 4 * 4, image.shape[1] // 4 * 4
+    image = image[:h, :w]
+    small = np.asarray(Image.fromarray(image).resize((w // 4, h // 4), Image.LANCZOS))
+    bicubic = _luma_psnr(image, np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)))
+    target = (torch.from_numpy(small.transpose(2, 0, 1).copy()).float() / 255)[None]
+    config = choose_network(h, w, 3, args.bpp * h * w, shuffle=args.shuffle)
+    net = Generator(config).load(reference_weights(config, 0))
+    noise = fixed_input(config, 0, h, w)
+    points = []
+
+    def report(done: int, _: float) -> None:
+        if done % 200 == 0:
+            with torch.no_grad():
+                large = (net(noise)[0, :, :h, :w].clamp(0, 1) * 255).round().byte().numpy().transpose(1, 2, 0)
+            points.append(f"{done}:{_luma_psnr(image, large) - bicubic:+.2f}")
+
+    fitted = fit(net, noise, target, FitSchedule(args.iterations, 0, input_jitter=args.jitter), report,
+                 Restoration("super-resolution", scale=4).loss(target))
+    print(f"{args.image} widths {config.channels} shuffle {args.shuffle} jitter {args.jitter}: bicubic "
+          f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration {' '.join(points)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
