@@ -21,6 +21,18 @@ from .errors import DipcodecError, DipcodecWarning, InputError
 __all__ = ["main"]
 
 
+def _add_fit_options(command: argparse.ArgumentParser) -> None:
+    """The options of every command that fits a network (encode, restore)."""
+    # Spelled out rather than imported from the encoder, which would load the fitting code for every
+    # command; tests/test_cli.py checks that the two lists agree.
+    command.add_argument("--preset", choices=("fast", "default", "best"), default="default",
+                         help="fitting effort (default: %(default)s)")
+    command.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
+    command.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    command.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    command.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dipcodec", description="Image compression with a Deep Image Prior network.")
     p.add_argument("--version", action="version", version=f"dipcodec {__version__}")
@@ -32,14 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     rate = enc.add_mutually_exclusive_group()
     rate.add_argument("--bpp", type=float, help="target bits per pixel (of the decoded image) of the whole file, met within 5%%")
     rate.add_argument("--quality", type=float, help="1-100, like JPEG's (default 75)")
-    # Spelled out rather than imported from the encoder, which would load the fitting code for every
-    # command; tests/test_cli.py checks that the two lists agree.
-    enc.add_argument("--preset", choices=("fast", "default", "best"), default="default",
-                     help="encoder effort (default: %(default)s)")
-    enc.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
-    enc.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    enc.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    enc.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_fit_options(enc)
     restoration = enc.add_mutually_exclusive_group()
     restoration.add_argument("--mask", metavar="MASK", help="inpaint: an image whose non-zero pixels are missing, "
                                                             "or 'subtitles' to find burned-in subtitles")
@@ -66,12 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("output", metavar="OUT", help="image to write; the format follows the extension")
     res.add_argument("--mask", metavar="MASK", help="inpaint: mask image (non-zero = missing) or 'subtitles'")
     res.add_argument("--factor", type=int, metavar="N", help="sr: the factor (default 4)")
-    res.add_argument("--preset", choices=("fast", "default", "best"), default="default",
-                     help="fitting effort (default: %(default)s)")
-    res.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
-    res.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    res.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    res.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_fit_options(res)
 
     inf = sub.add_parser("info", help="describe a .dip file")
     inf.add_argument("file", metavar="FILE")
