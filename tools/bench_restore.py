@@ -28,16 +28,12 @@ from PIL import Image
 
 import dipcodec
 from dipcodec.evaluation import psnr
-from dipcodec.evaluation.run import IMAGE_SETS
+from dipcodec.evaluation.run import IMAGE_SETS, load_rgb
 from dipcodec.restoration import modes
 from dipcodec.restoration import restore as restore_module
 from dipcodec.restoration.subtitles import subtitle_mask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def _crop(image: np.ndarray, side: int) -> np.ndarray:
@@ -72,7 +68,7 @@ def subtitles(args: argparse.Namespace) -> list[dict]:
     chosen = [frames[int(i)] for i in args.frames.split(",")] if args.frames else frames
     rows = []
     for path in chosen:
-        subtitled, clean = _rgb(path), _rgb(seq / "clean" / path.name)
+        subtitled, clean = load_rgb(path), load_rgb(seq / "clean" / path.name)
         truth = np.asarray(Image.open(seq / "subtitle_mask" / path.name).convert("L")) >= 128
         mask = subtitle_mask(subtitled)
         restored, seconds, iterations = _timed(dipcodec.restore, subtitled, "inpaint", mask=mask, preset=args.preset)
@@ -92,7 +88,7 @@ def subtitles(args: argparse.Namespace) -> list[dict]:
 
 def _kodak(args: argparse.Namespace) -> list[tuple[str, np.ndarray]]:
     names = IMAGE_SETS.get(args.images, None) or args.images.split(",")
-    return [(name, _crop(_rgb(DATA / "kodak" / f"{name}.png"), args.crop)) for name in names]
+    return [(name, _crop(load_rgb(DATA / "kodak" / f"{name}.png"), args.crop)) for name in names]
 
 
 def super_resolution(args: argparse.Namespace) -> list[dict]:

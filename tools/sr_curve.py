@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_restore import DATA, _crop, _luma_psnr  # noqa: E402
 
 from dipcodec.encoder import choose_network  # noqa: E402
+from dipcodec.evaluation.run import load_rgb  # noqa: E402
 from dipcodec.fit import FitSchedule, fit  # noqa: E402
 from dipcodec.network import Generator, fixed_input, reference_weights  # noqa: E402
 from dipcodec.restoration.modes import Restoration  # noqa: E402
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, default=0.0)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    image = _crop(np.asarray(Image.open(DATA / "kodak" / f"{args.image}.png").convert("RGB")), args.crop)
+    image = _crop(load_rgb(DATA / "kodak" / f"{args.image}.png"), args.crop)
     h, w = image.shape[0] // 4 * 4, image.shape[1] // 4 * 4
     image = image[:h, :w]
     small = np.asarray(Image.fromarray(image).resize((w // 4, h // 4), Image.LANCZOS))
