@@ -11,6 +11,7 @@ PSNR gain of the large output over Pillow's bicubic upscale (4-pixel border crop
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", type=float, default=2.0)
     p.add_argument("--shuffle", type=int, default=1)
     p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--kernels", help="comma-separated kernel size per stage, replacing the 1x1 ones (e.g. 1,1,1,3,3)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     image = _crop(load_rgb(DATA / "kodak" / f"{args.image}.png"), args.crop)
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     bicubic = _luma_psnr(image, np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)))
     target = (torch.from_numpy(small.transpose(2, 0, 1).copy()).float() / 255)[None]
     config = choose_network(h, w, 3, args.bpp * h * w, shuffle=args.shuffle)
+    if args.kernels:
+        config = dataclasses.replace(config, kernel_sizes=tuple(int(k) for k in args.kernels.split(",")))
     net = Generator(config).load(reference_weights(config, 0))
     noise = fixed_input(config, 0, h, w)
     points = []
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fitted = fit(net, noise, target, FitSchedule(args.iterations, 0, input_jitter=args.jitter), report,
                  Restoration("super-resolution", scale=4).loss(target))
-    print(f"{args.image} widths {config.channels} shuffle {args.shuffle} jitter {args.jitter}: bicubic "
+    print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} shuffle {args.shuffle} jitter {args.jitter}: bicubic "
           f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration {' '.join(points)}")
     return 0
 
