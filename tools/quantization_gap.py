@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from dipcodec.encoder import RATE_HEADROOM, _Coder, _weights_of, choose_network, sensitive_step_scales
-from dipcodec.fit import FitSchedule, image_mse, fit, psnr_from_mse, quantization_aware_fit
+from dipcodec.encoder import RATE_HEADROOM, FittedNetwork, _Coder, _weights_of, sensitive_step_scales
+from dipcodec.fit import FitSchedule, image_mse, psnr_from_mse, quantization_aware_fit
 from dipcodec.images import read_image
-from dipcodec.network import Generator, fixed_input, reference_weights
+from dipcodec.network import Generator
 from dipcodec.quantize import dequantize, quantize, step_from_code, step_scales
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
@@ -40,13 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     pixels = read_image(path)
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else 3
-    config = choose_network(height, width, channels, args.bpp * height * width)
-    reference = reference_weights(config, 0)
-    net = Generator(config).load(reference)
-    noise = fixed_input(config, 0, height, width)
-    target = torch.from_numpy(pixels.reshape(height, width, channels).transpose(2, 0, 1).copy())
-    target = (target.float() / 255).unsqueeze(0)
-    float_psnr = fit(net, noise, target, FitSchedule(args.iterations, 0))
+    fitted = FittedNetwork.fit(pixels, args.bpp, FitSchedule(args.iterations, 0), 0, torch.device("cpu"))
+    config, reference, net, noise, target = fitted.config, fitted.reference, fitted.net, fitted.noise, fitted.target
+    float_psnr = fitted.float_psnr
     weights = _weights_of(net)
     print(f"{path.stem} at {args.bpp} bpp, widths {config.channels}, {args.iterations} iterations: "
           f"float {float_psnr:.2f} dB", flush=True)

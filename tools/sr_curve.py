@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_restore import DATA, _crop, _luma_psnr  # noqa: E402
 
-from dipcodec.encoder import choose_network  # noqa: E402
+from dipcodec.encoder import _as_tensor, choose_network  # noqa: E402
 from dipcodec.evaluation.run import load_rgb  # noqa: E402
 from dipcodec.fit import FitSchedule, fit  # noqa: E402
 from dipcodec.network import Generator, fixed_input, reference_weights  # noqa: E402
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     image = image[:h, :w]
     small = np.asarray(Image.fromarray(image).resize((w // 4, h // 4), Image.LANCZOS))
     bicubic = _luma_psnr(image, np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)))
-    target = (torch.from_numpy(small.transpose(2, 0, 1).copy()).float() / 255)[None]
+    target = _as_tensor(small, torch.device("cpu"))
     config = choose_network(h, w, 3, args.bpp * h * w, shuffle=args.shuffle)
     if args.kernels:
         config = dataclasses.replace(config, kernel_sizes=tuple(int(k) for k in args.kernels.split(",")))
