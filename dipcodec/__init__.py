@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 from . import pillow_plugin as _pillow_plugin  # registers .dip with Pillow
 from .decoder import decode, info
 from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError
+from .transfer.sequence import decode_sequence
 
 if TYPE_CHECKING:
     from .encoder import encode
     from .restoration.restore import restore
+    from .transfer.warmstart import encode_sequence
 
-__all__ = ["encode", "decode", "info", "restore", "DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "__version__"]
+__all__ = ["encode", "decode", "info", "restore", "encode_sequence", "decode_sequence", "DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "__version__"]
 __version__ = "0.1.0"
 
 _pillow_plugin.register()
@@ -28,6 +30,10 @@ def __getattr__(name: str):
         from .encoder import encode
 
         return encode
+    if name == "encode_sequence":
+        from .transfer.warmstart import encode_sequence
+
+        return encode_sequence
     if name == "restore":
         from .restoration.restore import restore
 

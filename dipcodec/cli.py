@@ -50,6 +50,47 @@ def _parser() -> argparse.ArgumentParser:
                                                             "or 'subtitles' to find burned-in subtitles")
     restoration.add_argument("--sr", type=int, metavar="N", help="code the image super-resolved N times (2-8)")
     restoration.add_argument("--denoise", action="store_true", help="code the image denoised")
+    enc.add_argument("--base", default="none", metavar="default|PATH|none",
+                     help="code the weights against a base model: 'default' (a shipped one, when one fits "
+                          "the network), a .dipbase file, or 'none' (default: %(default)s)")
+
+    seq = sub.add_parser("encode-seq", help="compress the frames of a clip to a .dips file, each from the one before")
+    seq.add_argument("frames", metavar="FRAME", nargs="+", help="images of one size, in order")
+    seq.add_argument("-o", "--output", metavar="OUT", required=True, help="the .dips file to write")
+    rate = seq.add_mutually_exclusive_group()
+    rate.add_argument("--bpp", type=float, help="target bits per pixel of the key frames (later frames cost less)")
+    rate.add_argument("--quality", type=float, help="1-100, like JPEG's (default 75)")
+    seq.add_argument("--keyint", type=int, default=0, metavar="N",
+                     help="an independently decodable frame every N frames (default 0: the first only)")
+    seq.add_argument("--average", type=int, default=1, metavar="K",
+                     help="start each frame from the mean of the last K frames' weights (default 1: the previous frame)")
+    seq.add_argument("--base", default="none", metavar="default|PATH|none", help="key frames' base model (as for encode)")
+    seq.add_argument("--mask", metavar="MASK", help="inpaint every frame: a mask image, or 'subtitles'")
+    _add_fit_options(seq)
+
+    dseq = sub.add_parser("decode-seq", help="decompress a .dips file to one image per frame")
+    dseq.add_argument("input", metavar="IN", help="the .dips file")
+    dseq.add_argument("outdir", metavar="OUTDIR", help="folder for frame000.png, frame001.png, ... (made if missing)")
+    dseq.add_argument("--format", default="png", help="image extension of the frames (default: %(default)s)")
+    dseq.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    dseq.add_argument("--force", action="store_true", help="overwrite frames that exist")
+    dseq.add_argument("--base", metavar="PATH", help="the .dipbase file the key frames need, if not a shipped one")
+
+    tb = sub.add_parser("train-base", help="meta-learn a base model from a folder of images")
+    tb.add_argument("dir", metavar="DIR", help="folder of training images (never the benchmark's)")
+    tb.add_argument("-o", "--output", metavar="FILE", required=True, help="the .dipbase file to write")
+    tb.add_argument("--arch", type=int, default=56, metavar="K",
+                    help="width of the encoder's network to train for (default %(default)s, its width near 0.25 bpp)")
+    tb.add_argument("--steps", type=int, default=200, help="outer (Reptile) steps (default %(default)s)")
+    tb.add_argument("--inner", type=int, default=32, help="iterations of each inner fit (default %(default)s)")
+    tb.add_argument("--tasks", type=int, default=4, help="inner fits per outer step (default %(default)s)")
+    tb.add_argument("--crop", type=int, default=192, help="side of the training crops (default %(default)s)")
+    tb.add_argument("--grayscale", action="store_true", help="train for grayscale images")
+    tb.add_argument("--resume", action="store_true", help="continue from FILE.partial, the checkpoint of a broken run")
+    tb.add_argument("--seed", type=int, default=0, help="seed of the initialization and the sampling (default 0)")
+    tb.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    tb.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    tb.add_argument("--quiet", action="store_true", help="no progress bar")
 
     dec = sub.add_parser("decode", help="decompress a .dip file to an image")
     dec.add_argument("input", metavar="IN", help="the .dip file")
@@ -58,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     dec.add_argument("--scale", choices=("full", "native"), default="full",
                      help="super-resolution files: the large image or one at the fitted size (default: %(default)s)")
+    dec.add_argument("--base", metavar="PATH", help="the .dipbase file the file needs, if not a shipped one")
 
     msk = sub.add_parser("mask", help="find what to inpaint (burned-in subtitles) and write it as a mask image")
     msk.add_argument("--subtitles", action="store_true", required=True, help="find burned-in subtitles")
@@ -73,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--factor", type=int, metavar="N", help="sr: the factor (default 4)")
     _add_fit_options(res)
 
-    inf = sub.add_parser("info", help="describe a .dip file")
+    inf = sub.add_parser("info", help="describe a .dip, .dips or .dipbase file")
     inf.add_argument("file", metavar="FILE")
     inf.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -142,8 +184,13 @@ class _ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the bar; the next report opens a fresh one (a sequence's next frame)."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _mask_argument(value: str | None):
@@ -172,7 +219,8 @@ def _encode(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     with _ProgressBar() as bar:
         result = encode_detailed(pixels, bpp=args.bpp, quality=args.quality, preset=args.preset, seed=args.seed,
-                                 device=args.device, progress=None if args.quiet else bar, restoration=restoration)
+                                 device=args.device, progress=None if args.quiet else bar, restoration=restoration,
+                                 base=args.base)
     write_atomic(args.output, result.data, force=args.force)
     if not args.quiet:
         h, w = result.pixels.shape[:2]
@@ -188,8 +236,108 @@ def _decode(args: argparse.Namespace) -> None:
     _check_paths(args.input, args.output, args.force)
     _check_image_extension(args.output, "decode")
     data = _read_bytes(args.input)
-    pixels = decode(data, device=args.device, scale=args.scale)
+    pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
     write_image(args.output, pixels, force=args.force)
+
+
+def _encode_seq(args: argparse.Namespace) -> None:
+    from .images import read_image, write_atomic
+    from .transfer.warmstart import encode_sequence
+
+    _check_paths(args.frames[0], args.output, args.force)
+    if Path(args.output).suffix.lower() != ".dips":
+        raise InputError(f"{args.output}: a sequence is written to a .dips file")
+    frames = [read_image(f) for f in args.frames]
+    mask = args.mask if args.mask in (None, "subtitles") else _mask_argument(args.mask)
+    start = time.perf_counter()
+
+    def report(index: int, result, seconds: float) -> None:
+        bar.close()
+        if not args.quiet:
+            h, w = result.pixels.shape[:2]
+            print(f"frame {index + 1}/{len(frames)}: {len(result.data)} bytes, "
+                  f"{8 * len(result.data) / (h * w):.4f} bpp, PSNR {result.psnr:.2f} dB, {seconds:.1f} s",
+                  file=sys.stderr)
+
+    with _ProgressBar() as bar:
+        data = encode_sequence(frames, bpp=args.bpp, quality=args.quality, preset=args.preset, seed=args.seed,
+                               device=args.device, keyint=args.keyint, average=args.average, base=args.base,
+                               mask=mask, progress=None if args.quiet else bar, on_frame=report)
+    write_atomic(args.output, data, force=args.force)
+    if not args.quiet:
+        h, w = frames[0].shape[:2]
+        print(f"{args.output}: {len(frames)} frames, {len(data)} bytes, "
+              f"{8 * len(data) / (h * w * len(frames)):.4f} bpp, {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+def _decode_seq(args: argparse.Namespace) -> None:
+    from .images import write_image
+    from .transfer.sequence import decode_sequence
+
+    data = _read_bytes(args.input)
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir} exists and is not a folder")
+    probe = str(outdir / f"frame000.{args.format}")
+    _check_image_extension(probe, "decode-seq")
+    frames = decode_sequence(data, device=args.device, base=args.base)
+    names = [outdir / f"frame{i:03d}.{args.format}" for i in range(len(frames))]
+    existing = [n for n in names if n.exists()]
+    if existing and not args.force:
+        raise InputError(f"{existing[0]} exists (use --force to overwrite)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, pixels in zip(names, frames):
+        write_image(name, pixels, force=True)
+
+
+def _train_base(args: argparse.Namespace) -> None:
+    from .images import read_image
+    from .transfer.basefile import save_base
+    from .transfer.meta import MetaSchedule, standard_network, train_base
+
+    source, out = Path(args.dir), Path(args.output)
+    if not source.is_dir():
+        raise InputError(f"{source} is not a folder")
+    if out.exists() and not args.force:
+        raise InputError(f"{out} exists (use --force to overwrite)")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+    if not 4 <= args.arch <= 192 or min(args.steps, args.inner, args.tasks) < 1 or args.crop < 64:
+        raise InputError("--arch must be 4 to 192, --steps, --inner and --tasks positive, --crop 64 or more")
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+    paths = sorted(p for p in source.iterdir() if p.suffix.lower() in suffixes)
+    if not paths:
+        raise InputError(f"{source} holds no images")
+    images = [read_image(p) for p in paths]
+    if args.grayscale:
+        images = [i if i.ndim == 2 else (0.299 * i[..., 0] + 0.587 * i[..., 1] + 0.114 * i[..., 2]).round()
+                  .astype("uint8") for i in images]
+    network = standard_network(args.arch, 1 if args.grayscale else 3)
+    checkpoint = out.with_name(out.name + ".partial")
+    if checkpoint.exists() and not args.resume:
+        raise InputError(f"{checkpoint} holds a broken run: continue it with --resume, or remove it")
+    schedule = MetaSchedule(steps=args.steps, inner_iterations=args.inner, tasks_per_step=args.tasks, crop=args.crop)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.steps, desc="training", unit="step", file=sys.stderr)
+
+    def progress(done: int, total: int, psnr: float) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"inner fit {psnr:.2f} dB", refresh=False)
+
+    try:
+        base = train_base(images, network, schedule, seed=args.seed, device=args.device,
+                          progress=progress if bar else None, checkpoint=checkpoint, resume=args.resume)
+    finally:
+        if bar:
+            bar.close()
+    save_base(base, out)
+    checkpoint.unlink(missing_ok=True)
+    if not args.quiet:
+        print(f"{out}: base model {base.name}, {network.parameter_count()} weights, network widths "
+              f"{list(network.channels)}", file=sys.stderr)
 
 
 def _mask(args: argparse.Namespace) -> None:
@@ -224,8 +372,34 @@ def _restore(args: argparse.Namespace) -> None:
 
 def _info(args: argparse.Namespace) -> None:
     from .decoder import info
+    from .transfer.sequence import is_sequence, sequence_info
 
-    details = info(_read_bytes(args.file))
+    data = _read_bytes(args.file)
+    if data[:4] == b"DIPB":
+        from .transfer.basefile import base_from_bytes
+
+        base = base_from_bytes(data)
+        details = {"base_id": base.name, "channels": list(base.network.channels),
+                   "input_channels": base.network.input_channels, "parameters": base.network.parameter_count(),
+                   "info": base.info}
+        print(json.dumps(details, indent=2) if args.json else
+              f"{args.file}: dipcodec base model {base.name}, network widths {details['channels']}, "
+              f"{details['parameters']} weights, trained by {base.info.get('method', 'unknown')} "
+              f"for {base.info.get('step', '?')} steps")
+        return
+    if is_sequence(data):
+        details = sequence_info(data)
+        if args.json:
+            print(json.dumps(details, indent=2))
+            return
+        print(f"{args.file}: dipcodec sequence {details['sequence_version']}, {details['frames']} frames, "
+              f"{details['file_bytes']} bytes, {details['bpp']:.4f} bpp; averaging window {details['average']}")
+        for index, frame in enumerate(details["frame_info"]):
+            print(f"  frame {index:3d}  {frame['file_bytes']:7d} bytes  {frame['bpp']:.4f} bpp  "
+                  f"{frame['width']}x{frame['height']}  mode {frame['mode']}  reference {frame['reference']}"
+                  + (f" {frame['base_id']}" if frame["base_id"] else ""))
+        return
+    details = info(data)
     if args.json:
         print(json.dumps(details, indent=2))
         return
@@ -269,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on bad usage and 0 on --help/--version
         return int(exc.code or 0)
     handler = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "mask": _mask,
-               "restore": _restore}[args.command]
+               "restore": _restore, "encode-seq": _encode_seq, "decode-seq": _decode_seq,
+               "train-base": _train_base}[args.command]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

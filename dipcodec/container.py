@@ -22,7 +22,8 @@ from .quantize import STEP_CODE_RANGE
 
 __all__ = [
     "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE", "MODES", "REFERENCES", "Mode", "Reference",
-    "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits",
+    "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
+    "varint", "Reader",
 ]
 
 MAGIC = b"DIPC"
@@ -84,7 +85,8 @@ class Bitstream:
 
 # ---------------------------------------------------------------- varints (LEB128, little-endian)
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """An unsigned LEB128 varint (FORMAT.md §1.1); base model and sequence files use them too."""
     if value < 0:
         raise ValueError("varint must be non-negative")
     out = bytearray()
@@ -96,11 +98,12 @@ def _varint(value: int) -> bytes:
 
 
 def _zigzag(value: int) -> bytes:
-    return _varint(value * 2 if value >= 0 else -value * 2 - 1)
+    return varint(value * 2 if value >= 0 else -value * 2 - 1)
 
 
-class _Reader:
-    """Bounds-checked cursor: every read past the end is a DecodeError naming what was being read."""
+class Reader:
+    """Bounds-checked cursor: every read past the end is a DecodeError naming what was being read,
+    every varint out of its limit or not minimally encoded one naming the field."""
 
     def __init__(self, data: bytes, what: str) -> None:
         self.data, self.pos, self.what = data, 0, what
@@ -138,10 +141,11 @@ class _Reader:
 
 # ---------------------------------------------------------------- writing
 
-def _network_bytes(cfg: NetworkConfig) -> bytes:
-    out = bytearray([len(cfg.channels)]) + _varint(cfg.input_channels)
+def network_bytes(cfg: NetworkConfig) -> bytes:
+    """The network description (section ``N``; base model files hold the same bytes)."""
+    out = bytearray([len(cfg.channels)]) + varint(cfg.input_channels)
     for c, k in zip(cfg.channels, cfg.kernel_sizes):
-        out += _varint(c) + bytes([k])
+        out += varint(c) + bytes([k])
     out += bytes([cfg.out_channels, cfg.shuffle, UPSAMPLE_MODES.index(cfg.upsample)])
     return bytes(out)
 
@@ -149,7 +153,7 @@ def _network_bytes(cfg: NetworkConfig) -> bytes:
 def _table_bytes(codes: tuple[int, ...], models: tuple[TensorModel, ...]) -> bytes:
     raw = bytearray()
     for code, m in zip(codes, models, strict=True):
-        raw += _zigzag(code) + _zigzag(m.scale_code) + _zigzag(m.center) + _zigzag(m.low) + _varint(m.high - m.low)
+        raw += _zigzag(code) + _zigzag(m.scale_code) + _zigzag(m.center) + _zigzag(m.low) + varint(m.high - m.low)
     packed = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(bytes(raw))
     if len(packed) < len(raw):
         return bytes([_TABLE_ZSTD]) + packed
@@ -157,21 +161,21 @@ def _table_bytes(codes: tuple[int, ...], models: tuple[TensorModel, ...]) -> byt
 
 
 def _section(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+    return tag + varint(len(payload)) + payload
 
 
 def pack(stream: Bitstream) -> bytes:
     """Serialize a bitstream; the result is the whole file."""
     head = bytearray(MAGIC) + bytes([VERSION])
-    head += _varint(stream.width) + _varint(stream.height)
+    head += varint(stream.width) + varint(stream.height)
     head += bytes([stream.channels, MODES.index(stream.mode), REFERENCES.index(stream.reference)])
-    head += _varint(stream.seed)
+    head += varint(stream.seed)
     if stream.mode == "super-resolution":
         head.append(stream.scale)
     body = bytearray(head)
     if stream.base_id is not None:
         body += _section(TAG_BASE, stream.base_id)
-    body += _section(TAG_NETWORK, _network_bytes(stream.network))
+    body += _section(TAG_NETWORK, network_bytes(stream.network))
     body += _section(TAG_TABLE, _table_bytes(stream.step_codes, stream.models))
     body += _section(TAG_WEIGHTS, stream.weights)
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
@@ -179,8 +183,10 @@ def pack(stream: Bitstream) -> bytes:
 
 # ---------------------------------------------------------------- reading
 
-def _parse_network(payload: bytes, channels: int, width: int, height: int) -> NetworkConfig:
-    r = _Reader(payload, "network section")
+def parse_network(payload: bytes, channels: int | None = None) -> NetworkConfig:
+    """Read a network description; ``channels``, when given, must match its output channels. The
+    cost limits, which depend on the image size, are :func:`check_network_limits`'s to check."""
+    r = Reader(payload, "network section")
     stages = r.u8("stage count")
     if not 1 <= stages <= MAX_STAGES:
         raise DecodeError(f"stage count {stages} out of range")
@@ -192,7 +198,7 @@ def _parse_network(payload: bytes, channels: int, width: int, height: int) -> Ne
     out_channels, shuffle, upsample = r.u8("output channels"), r.u8("shuffle"), r.u8("upsample mode")
     if not r.done():
         raise DecodeError("network section has trailing bytes")
-    if out_channels != channels:
+    if channels is not None and out_channels != channels:
         raise DecodeError("network output channels do not match the image channels")
     if upsample >= len(UPSAMPLE_MODES) or any(k > MAX_KERNEL for k in kernels):
         raise DecodeError("invalid network description")
@@ -200,7 +206,8 @@ def _parse_network(payload: bytes, channels: int, width: int, height: int) -> Ne
         cfg = NetworkConfig(tuple(widths), tuple(kernels), input_channels, out_channels, shuffle, UPSAMPLE_MODES[upsample])
     except ValueError as exc:
         raise DecodeError(f"invalid network description ({exc})") from None
-    check_network_limits(cfg, height, width, DecodeError)
+    if cfg.parameter_count() > MAX_PARAMETERS:
+        raise DecodeError(f"network declares {cfg.parameter_count()} parameters (limit {MAX_PARAMETERS})")
     return cfg
 
 
@@ -234,7 +241,7 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
         raw = payload[1:]
     else:
         raise DecodeError(f"unknown quantization table encoding {payload[0]}")
-    r = _Reader(raw, "quantization table")
+    r = Reader(raw, "quantization table")
     codes, models = [], []
     for _ in range(count):
         code = r.zigzag("step code", 1 << 16)
@@ -264,7 +271,7 @@ def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:
     body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     if zlib.crc32(body) != crc:
         raise DecodeError("checksum mismatch: the file is damaged")
-    r = _Reader(body, "header")
+    r = Reader(body, "header")
     r.take(5, "magic")
     fields = {
         "width": r.varint("width", MAX_SIDE),
@@ -322,7 +329,8 @@ def unpack(data: bytes) -> Bitstream:
         raise DecodeError("base-model reference and base section disagree")
     if base_id is not None and len(base_id) != BASE_ID_BYTES:
         raise DecodeError(f"base id must be {BASE_ID_BYTES} bytes")
-    network = _parse_network(sections[TAG_NETWORK], ch, scale * w, scale * h)
+    network = parse_network(sections[TAG_NETWORK], ch)
+    check_network_limits(network, scale * h, scale * w, DecodeError)
     codes, models = _parse_table(sections[TAG_TABLE], len(network.tensor_shapes()))
     if any(m.low < m.high for m in models) and not sections[TAG_WEIGHTS]:
         raise DecodeError("weight section is empty")

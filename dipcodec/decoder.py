@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -14,7 +16,10 @@ from .errors import DecodeError, InputError
 from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize
 
-__all__ = ["Scale", "decode", "info", "render", "resolve_device"]
+if TYPE_CHECKING:
+    from .transfer.basefile import BaseModel
+
+__all__ = ["Scale", "decode", "info", "render", "render_stream", "resolve_device", "reference_of", "decoded_weights"]
 
 Scale = Literal["full", "native"]
 """For super-resolution files: the super-resolved image, or one brought back to the fitted image's size."""
@@ -46,29 +51,56 @@ def render(config: NetworkConfig, weights: list[np.ndarray], seed: int, height: 
     return pixels[0] if config.out_channels == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0))
 
 
-def _weights(stream: Bitstream) -> list[np.ndarray]:
-    if stream.reference == "base":
-        raise DecodeError(f"this file needs base model {stream.base_id.hex()}, which is not available")
+def reference_of(stream: Bitstream, bases: Sequence[BaseModel] = ()) -> list[np.ndarray]:
+    """The weights a file's deltas are coded against: seeded, or a base model (from ``bases`` or the
+    shipped ones; a DecodeError names a missing one). A sequence's frames get theirs from the sequence."""
     if stream.reference == "previous-frame":
         raise DecodeError("this is a frame of a sequence: decode the whole sequence")
+    if stream.reference == "base":
+        from .transfer.basefile import find_base
+
+        base = find_base(stream.base_id, bases)
+        if base.network != stream.network:
+            raise DecodeError(f"base model {base.name} does not match the file's network")
+        return list(base.weights)
+    return reference_weights(stream.network, stream.seed)
+
+
+def decoded_weights(stream: Bitstream, reference: list[np.ndarray]) -> list[np.ndarray]:
+    """Entropy-decode and dequantize a file's weights against their reference."""
     shapes = stream.network.tensor_shapes()
     symbols = decode_symbols(stream.weights, list(stream.models), [math.prod(s) for s in shapes])
-    reference = reference_weights(stream.network, stream.seed)
     return dequantize([q.reshape(s) for q, s in zip(symbols, shapes)], reference, list(stream.step_codes))
 
 
-def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full") -> np.ndarray:
+def _as_bases(base: "str | os.PathLike | BaseModel | None") -> tuple[BaseModel, ...]:
+    if base is None:
+        return ()
+    from .transfer.basefile import BaseModel, load_base
+
+    return (base if isinstance(base, BaseModel) else load_base(base),)
+
+
+def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full",
+           base: "str | os.PathLike | BaseModel | None" = None) -> np.ndarray:
     """Decode a ``.dip`` file's bytes to uint8 pixels (HxW for grayscale, HxWx3 for RGB).
 
     A super-resolution file decodes to the large image; ``scale="native"`` brings it down to the
-    size it was fitted at, through the downsampler of the fit.
+    size it was fitted at, through the downsampler of the fit. A file coded from a base model that
+    does not ship with dipcodec needs it as ``base`` (a ``.dipbase`` path or a loaded one).
     """
     if scale not in ("full", "native"):
         raise InputError(f"scale must be 'full' or 'native', got {scale!r}")
     stream = unpack(data)
     dev = resolve_device(device)
+    return render_stream(stream, decoded_weights(stream, reference_of(stream, _as_bases(base))), dev, scale)
+
+
+def render_stream(stream: Bitstream, weights: list[np.ndarray], device: torch.device,
+                  scale: Scale = "full") -> np.ndarray:
+    """A parsed file's image from its decoded weights."""
     height, width = stream.output_size
-    pixels = render(stream.network, _weights(stream), stream.seed, height, width, dev)
+    pixels = render(stream.network, weights, stream.seed, height, width, device)
     if scale == "native" and stream.scale > 1:
         from .restoration.downsample import downsample
 

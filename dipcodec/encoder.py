@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 import torch
 
-from .container import Bitstream, check_network_limits, pack
+from .container import Bitstream, Reference, check_network_limits, pack
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
@@ -27,8 +28,12 @@ from .network import Generator, NetworkConfig, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, restoration_for
 
+if TYPE_CHECKING:
+    from .transfer.basefile import BaseModel
+
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
-           "widest_network", "sensitive_step_scales", "EncodeResult", "FittedNetwork"]
+           "widest_network", "network_layout", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start",
+           "base_start", "code_image", "check_settings", "DEFAULT_BASE"]
 
 Preset = Literal["fast", "default", "best"]
 PRESETS: dict[str, FitSchedule] = {
@@ -69,6 +74,10 @@ class EncodeResult:
     psnr: float
     float_psnr: float
     pixels: np.ndarray
+    weights: tuple[np.ndarray, ...]
+    """The decoded (dequantized) weights: what a sequence's next frame starts from."""
+    step_codes: tuple[int, ...]
+    network: NetworkConfig
 
 
 def quality_to_bpp(quality: float) -> float:
@@ -92,6 +101,13 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
     sub-pixels are free to draw patterns that its downsampler never sees). The decoder's limit of
     16 floats per pixel then caps that stage at 16 channels.
     """
+    return widest_network(network_layout(height, width, channels, shuffle=shuffle), height, width,
+                          max(budget_bits / BITS_PER_WEIGHT, 64))
+
+
+def network_layout(height: int, width: int, channels: int, *, shuffle: int = 2) -> Callable[[int], NetworkConfig]:
+    """The encoder's network for an image of this size, as a function of its width k
+    (:func:`choose_network` says which layout and why)."""
     short = min(height, width)
     if short >= 64 and shuffle == 1:
         layout = lambda k: ((k, k, k, k, min(max(k // 2, 4), MAX_FULL_SIZE_WIDTH)), 1)
@@ -107,7 +123,7 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
         return NetworkConfig(channels=widths, kernel_sizes=(1,) * len(widths), input_channels=k,
                              out_channels=channels, shuffle=shuffle, upsample="bilinear")
 
-    return widest_network(config, height, width, max(budget_bits / BITS_PER_WEIGHT, 64))
+    return config
 
 
 def widest_network(config_for_width: Callable[[int], NetworkConfig], height: int, width: int,
@@ -178,16 +194,75 @@ def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Ten
     return step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe))
 
 
+BaseChoice = Union[str, os.PathLike, "BaseModel", None]
+DEFAULT_BASE = "none"
+"""What ``encode`` starts from when no base is named: ``"default"`` (a shipped base that fits the
+network, else the seed) or ``"none"`` (the seed)."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a fit starts and what its deltas are coded against, when not the seeded initialization:
+    a base model, or the decoded weights of a sequence's earlier frames."""
+
+    network: NetworkConfig
+    weights: tuple[np.ndarray, ...]
+    kind: Reference
+    base_id: bytes | None = None
+    step_codes: tuple[int, ...] | None = None
+    """A fixed quantization grid (a sequence's later frames keep their key frame's): no rate control."""
+
+    @classmethod
+    def of_base(cls, base: BaseModel) -> "Start":
+        return cls(base.network, base.weights, "base", base.id)
+
+
+def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_bits: float,
+               shuffle: int = 2) -> Start | None:
+    """Resolve ``base`` for an image of this (output) size: ``"none"``/None, ``"default"`` (the widest
+    shipped base no wider than the network the budget affords, or None when no shipped base has this
+    image's layout), a path to a ``.dipbase`` file, or a :class:`BaseModel`."""
+    from .transfer.basefile import BaseModel, load_base, shipped_bases
+
+    if base is None or base == "none":
+        return None
+    if isinstance(base, str) and base == "default":
+        layout = network_layout(height, width, channels, shuffle=shuffle)
+        widest = choose_network(height, width, channels, budget_bits, shuffle=shuffle).input_channels
+        fitting = [b for b in shipped_bases() if b.network == layout(b.network.input_channels)
+                   and b.network.input_channels <= widest]
+        return Start.of_base(fitting[-1]) if fitting else None
+    chosen = base if isinstance(base, BaseModel) else load_base(base)
+    if chosen.network.out_channels != channels:
+        raise InputError(f"base model {chosen.name} is for {chosen.network.out_channels}-channel images, "
+                         f"this one has {channels}")
+    check_network_limits(chosen.network, height, width, InputError)
+    return Start.of_base(chosen)
+
+
 def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
                     seed: int = 0, device: str = "cpu", progress: Progress | None = None,
-                    restoration: Restoration | None = None) -> EncodeResult:
-    """:func:`encode`, also returning the decoded pixels and the PSNRs measured on the way.
+                    restoration: Restoration | None = None, base: BaseChoice = DEFAULT_BASE) -> EncodeResult:
+    """:func:`encode`, also returning the decoded pixels and weights and the PSNRs measured on the way.
 
     With a ``restoration`` the network is fitted under its loss (known pixels, or through the
     downsampler) and the file codes the restored image; ``psnr`` and ``float_psnr`` are then measured
     the way the fit sees the input, and ``pixels`` is the restored image.
     """
     pixels = as_array(image)
+    check_settings(bpp, quality, preset, seed)
+    if restoration is not None:
+        restoration.check(pixels)
+    network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
+    height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
+    start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
+                       restoration.shuffle if restoration else 2)
+    return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
+                      device=resolve_device(device), progress=progress, restoration=restoration, start=start)
+
+
+def check_settings(bpp: float | None, quality: float | None, preset: str, seed: int) -> None:
+    """One-line errors for settings out of range, before any work."""
     if bpp is not None and quality is not None:
         raise InputError("give a target bpp or a quality, not both")
     if bpp is not None and not (math.isfinite(bpp) and 0 < bpp <= 24):
@@ -198,11 +273,15 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
         raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
     if not (isinstance(seed, int) and 0 <= seed < 2**32):
         raise InputError("seed must be an integer in [0, 2**32)")
-    if restoration is not None:
-        restoration.check(pixels)
-    dev = resolve_device(device)
-    fitted = FittedNetwork.fit(pixels, bpp if bpp is not None else quality_to_bpp(
-        quality if quality is not None else DEFAULT_QUALITY), PRESETS[preset], seed, dev, restoration, progress)
+
+
+def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | None, schedule: FitSchedule,
+               seed: int, device: torch.device, progress: Progress | None = None,
+               restoration: Restoration | None = None, start: Start | None = None) -> EncodeResult:
+    """Fit, quantize and pack one image. ``network_bpp`` sizes the network (unless ``start`` brings
+    one); ``target_bpp`` is the rate to meet, or None for the fixed fineness of ``--quality`` (or the
+    fixed grid of ``start``)."""
+    fitted = FittedNetwork.fit(pixels, network_bpp, schedule, seed, device, restoration, progress, start)
     net, noise, config, reference = fitted.net, fitted.noise, fitted.config, fitted.reference
     height, width = fitted.size
     schedule, report = fitted.schedule, fitted.report
@@ -211,8 +290,11 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
 
     header = dict(width=pixels.shape[1], height=pixels.shape[0], channels=config.out_channels, seed=seed,
                   network=config, mode="plain" if restoration is None else restoration.mode,
-                  scale=1 if restoration is None else restoration.scale)
-    coder = _Coder(_weights_of(net), reference, header, sensitive_step_scales(net, noise, target, reference))
+                  scale=1 if restoration is None else restoration.scale,
+                  reference=start.kind if start else "seed", base_id=start.base_id if start else None)
+    fixed_grid = start.step_codes if start else None
+    scales = [] if fixed_grid else sensitive_step_scales(net, noise, target, reference)
+    coder = _Coder(_weights_of(net), reference, header, scales)
     done = schedule.iterations
 
     def train_on_grid(codes: list[int], iterations: int) -> bytes:
@@ -225,11 +307,14 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
         coder.weights = _weights_of(net)
         return coder.pack_codes(codes)
 
-    if bpp is None:
+    if fixed_grid:
+        codes = list(fixed_grid)
+        data = train_on_grid(codes, schedule.qat_iterations)
+    elif target_bpp is None:
         codes = step_codes_for(coder.scales, QUALITY_FINENESS)
         data = train_on_grid(codes, schedule.qat_iterations)
     else:
-        target_bytes = int(bpp * height * width / 8)
+        target_bytes = int(target_bpp * height * width / 8)
         aim = int(RATE_HEADROOM * target_bytes)
         _, codes = coder.largest_under(aim)
         data = train_on_grid(codes, schedule.qat_iterations)
@@ -246,16 +331,18 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
             data, codes = coder.largest_under(target_bytes)  # last resort: the grid, untuned, that fits
             reached = 8 * len(data) / (height * width)
             if len(data) > target_bytes:
-                warn(f"cannot reach {bpp} bpp: the smallest file for this image is {reached:.3f} bpp")
+                warn(f"cannot reach {target_bpp} bpp: the smallest file for this image is {reached:.3f} bpp")
             elif len(data) < 0.95 * target_bytes:
-                warn(f"reached only {reached:.3f} of {bpp} bpp: the network is at its largest for this image")
-    decoded = render(config, coder.dequantized(codes), seed, height, width, dev)
+                warn(f"reached only {reached:.3f} of {target_bpp} bpp: the network is at its largest for this image")
+    weights = coder.dequantized(codes)
+    decoded = render(config, weights, seed, height, width, device)
     if restoration is None:
         mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
     else:
         with torch.no_grad():
-            mse = fitted.loss_fn(_as_tensor(decoded, dev), fitted.target).item()
-    return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=fitted.float_psnr, pixels=decoded)
+            mse = fitted.loss_fn(_as_tensor(decoded, device), fitted.target).item()
+    return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=fitted.float_psnr, pixels=decoded,
+                        weights=tuple(weights), step_codes=tuple(codes), network=config)
 
 
 def _as_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -268,13 +355,16 @@ class FittedNetwork:
     """The float fit of a network to an image (or, with a restoration, to what is known of it)."""
 
     def __init__(self, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
-                 restoration: Restoration | None) -> None:
+                 restoration: Restoration | None, start: Start | None = None) -> None:
         height, width = pixels.shape[:2]
         self.size = restoration.output_size(height, width) if restoration else (height, width)
         channels = 1 if pixels.ndim == 2 else 3
-        self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
-                                     shuffle=restoration.shuffle if restoration else 2)
-        self.reference = reference_weights(self.config, seed)
+        if start is None:
+            self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
+                                         shuffle=restoration.shuffle if restoration else 2)
+            self.reference = reference_weights(self.config, seed)
+        else:
+            self.config, self.reference = start.network, [w.copy() for w in start.weights]
         self.net = Generator(self.config).load(self.reference).to(device)
         self.noise = fixed_input(self.config, seed, *self.size).to(device)
         self.target = _as_tensor(pixels, device)
@@ -286,9 +376,10 @@ class FittedNetwork:
 
     @classmethod
     def fit(cls, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
-            restoration: Restoration | None = None, progress: Progress | None = None) -> "FittedNetwork":
-        """Size a network for ``bpp`` bits per (output) pixel and fit it in float."""
-        fitted = cls(pixels, bpp, schedule, seed, device, restoration)
+            restoration: Restoration | None = None, progress: Progress | None = None,
+            start: Start | None = None) -> "FittedNetwork":
+        """Size a network for ``bpp`` bits per (output) pixel (or take ``start``'s) and fit it in float."""
+        fitted = cls(pixels, bpp, schedule, seed, device, restoration, start)
         if progress:
             fitted.report = lambda i, p: progress(i, fitted.total, p)
         fitted.float_psnr = fit(fitted.net, fitted.noise, fitted.target, fitted.schedule, fitted.report,
@@ -303,15 +394,17 @@ class FittedNetwork:
 
 def encode(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
            seed: int = 0, device: str = "cpu", progress: Progress | None = None, mask=None, sr: int | None = None,
-           denoise: bool = False) -> bytes:
+           denoise: bool = False, base: BaseChoice = DEFAULT_BASE) -> bytes:
     """Compress an image (PIL image, or uint8 array HxW / HxWxC) to the bytes of a ``.dip`` file.
 
     Give ``bpp`` for a target rate (met within 5%, header included, per pixel of the decoded image)
     or ``quality`` (1-100, default 75). At most one restoration: ``mask`` (an image, non-zero =
     missing, or ``"subtitles"`` to find burned-in subtitles) fills the holes; ``sr=4`` codes a 4x
-    super-resolved image; ``denoise=True`` a denoised one.
+    super-resolved image; ``denoise=True`` a denoised one. ``base`` is ``"default"`` (a shipped
+    base model, when one fits), ``"none"`` (the seeded initialization), a ``.dipbase`` path or a
+    :class:`~dipcodec.transfer.basefile.BaseModel`; a file coded from a base needs it to decode.
     """
     pixels = as_array(image)
     restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)
     return encode_detailed(pixels, bpp=bpp, quality=quality, preset=preset, seed=seed, device=device,
-                           progress=progress, restoration=restoration).data
+                           progress=progress, restoration=restoration, base=base).data

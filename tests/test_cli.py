@@ -297,6 +297,15 @@ def test_cli_preset_choices_match_the_encoder():
     assert tuple(preset.choices) == tuple(PRESETS)
 
 
+@pytest.mark.parametrize("command", ["encode", "encode-seq"])
+def test_cli_base_default_matches_the_encoder(command):
+    from dipcodec.cli import _parser
+    from dipcodec.encoder import DEFAULT_BASE
+
+    parser = _parser()._subparsers._group_actions[0].choices[command]
+    assert next(a for a in parser._actions if a.dest == "base").default == DEFAULT_BASE
+
+
 def test_missing_output_folder_fails_before_fitting(capsys, png, tmp_path):
     code, _, err = run(capsys, "encode", png, tmp_path / "no" / "such" / "x.dip", "--quiet", *FAST)
     assert code == 2 and "does not exist" in one_error_line(err)

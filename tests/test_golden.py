@@ -138,3 +138,56 @@ def test_version_1_files_may_not_use_the_modes_of_version_2():
             dipcodec.decode(_with_crc(bytes(body)))
     body[mode_at] = 1  # inpaint was defined in version 1 and decodes like plain
     assert np.array_equal(dipcodec.decode(_with_crc(bytes(body))), dipcodec.decode((DATA / "golden-v1.dip").read_bytes()))
+
+
+# ---------------------------------------------------------------- the golden sequence and base model
+
+SEQUENCE = DATA / "golden-seq-v1.dips"
+BASE = DATA / "golden-base-v1.dipbase"
+
+
+def test_golden_sequence_decodes_to_pinned_frames():
+    expected = np.asarray(Image.open(SEQUENCE.with_suffix(".png")))
+    frames = dipcodec.decode_sequence(SEQUENCE.read_bytes(), base=BASE)
+    assert len(frames) == 3 and all(f.shape == (64, 64, 3) for f in frames)
+    difference = np.abs(np.concatenate(frames, 0).astype(int) - expected.astype(int))
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= expected.size // 1000
+
+
+def test_golden_sequence_names_its_base_and_its_references():
+    from dipcodec.transfer.basefile import load_base
+    from dipcodec.transfer.sequence import sequence_info
+
+    details = sequence_info(SEQUENCE.read_bytes())
+    assert details["average"] == 2 and details["key_frames"] == [0]
+    assert [f["reference"] for f in details["frame_info"]] == ["base", "previous-frame", "previous-frame"]
+    assert details["frame_info"][0]["base_id"] == load_base(BASE).name == "64c9af4c3abcb906"
+    with pytest.raises(DecodeError, match="needs base model 64c9af4c3abcb906"):
+        dipcodec.decode_sequence(SEQUENCE.read_bytes())
+
+
+def test_mutated_golden_sequence_decodes_or_raises_decode_error():
+    from dipcodec.transfer.basefile import load_base
+
+    base = load_base(BASE)
+    rejected = 0
+    for damaged in _mutations(SEQUENCE.read_bytes(), 300, seed=99):
+        try:
+            frames = dipcodec.decode_sequence(damaged, base=base)
+        except DecodeError as exc:
+            assert "\n" not in str(exc) and str(exc)
+            rejected += 1
+        else:
+            assert all(f.dtype == np.uint8 for f in frames)
+    assert rejected > 200
+
+
+def test_mutated_golden_base_loads_or_raises_decode_error():
+    from dipcodec.transfer.basefile import base_from_bytes
+
+    for damaged in _mutations(BASE.read_bytes(), 300, seed=7):
+        try:
+            base_from_bytes(damaged)
+        except DecodeError as exc:
+            assert "\n" not in str(exc) and str(exc)

@@ -5,6 +5,10 @@ Run once per format version. The files are committed; every later version of dip
 decode each golden-vN.dip to its golden-vN.png (tests/test_golden.py). Never regenerate an existing
 version. Each version's file exercises what that version added: version 1 a plain file of the test
 card, version 2 a 2x super-resolution of the card brought down to half size.
+
+``--sequence`` writes the golden sequence instead (tests/data/golden-seq-v1.dips, with the small
+base model its key frame is coded from, golden-base-v1.dipbase, and its frames stacked top to
+bottom in golden-seq-v1.png): three 64x64 frames of the card sliding right, averaging window 2.
 """
 
 from __future__ import annotations
@@ -33,7 +37,36 @@ def golden_image() -> np.ndarray:
     return np.clip(np.stack([r, g, b], -1), 0, 255).round().astype(np.uint8)
 
 
+def sequence_frames() -> list[np.ndarray]:
+    """Three 64x64 frames: the test card scaled to 96x64, seen through a window that slides 2 pixels a frame."""
+    card = np.asarray(Image.fromarray(golden_image()).resize((96, 64), Image.LANCZOS))
+    return [np.ascontiguousarray(card[:, 2 * i : 2 * i + 64]) for i in range(3)]
+
+
+def make_sequence() -> int:
+    from dipcodec.transfer.basefile import save_base
+    from dipcodec.transfer.meta import MetaSchedule, standard_network, train_base
+    from dipcodec.transfer.sequence import SEQUENCE_VERSION
+
+    target = DATA / f"golden-seq-v{SEQUENCE_VERSION}.dips"
+    if target.exists() and "--overwrite" not in sys.argv:
+        print(f"{target} exists; a golden file is never regenerated for the same version", file=sys.stderr)
+        return 2
+    frames = sequence_frames()
+    base = train_base(frames, standard_network(8), MetaSchedule(steps=4, inner_iterations=3, outer_step_start=0.5,
+                                                                  outer_step_end=0.05, tasks_per_step=1, crop=64),
+                      seed=5)
+    save_base(base, DATA / "golden-base-v1.dipbase")
+    data = dipcodec.encode_sequence(frames, bpp=1.2, preset="fast", seed=7, average=2, base=base)
+    target.write_bytes(data)
+    Image.fromarray(np.concatenate(dipcodec.decode_sequence(data, base=base), 0)).save(target.with_suffix(".png"))
+    print(f"wrote {target} ({len(data)} bytes) and base model {base.name}")
+    return 0
+
+
 def main() -> int:
+    if "--sequence" in sys.argv:
+        return make_sequence()
     target = DATA / f"golden-v{VERSION}.dip"
     if target.exists() and "--overwrite" not in sys.argv:
         print(f"{target} exists; a golden file is never regenerated for the same version", file=sys.stderr)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ..decoder import resolve_device
-from ..encoder import PRESETS, FittedNetwork, Preset, Progress
+from ..encoder import PRESETS, FittedNetwork, Preset, Progress, check_settings
 from ..errors import InputError
 from ..images import as_array
 from .modes import RestorationMode, restoration_for
@@ -34,8 +34,7 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
     restoration = restoration_for(pixels, mask=mask, denoise=mode == "denoise",
                                   sr=(factor or 4) if mode == "super-resolution" else None)
     restoration.check(pixels)
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})")
+    check_settings(None, None, preset, seed)
     schedule = dataclasses.replace(PRESETS[preset], qat_iterations=0)
     fitted = FittedNetwork.fit(pixels, RESTORE_BPP, schedule, seed, resolve_device(device), restoration, progress)
     planes = (fitted.output()[0].clamp(0, 1) * 255).round().byte().cpu().numpy()

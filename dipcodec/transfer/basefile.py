@@ -1,0 +1,143 @@
+"""Base models: network weights learned on many images, which a file's weights are coded against.
+
+A base model is a ``.dipbase`` file (``docs/FORMAT.md``, §12): the network description, the
+weights as raw float32, a little JSON about how they were trained, and a CRC. No pickle: loading
+one reads numbers and nothing else. Its id, which ``.dip`` files name in their ``B`` section, is a
+hash of the network description and the weights, so two bases with the same id decode alike.
+
+The bases that ship with the package live in ``dipcodec/transfer/bases/``, one per network width of
+the encoder's standard RGB layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..container import BASE_ID_BYTES, Reader, network_bytes, parse_network, varint
+from ..errors import DecodeError, InputError
+from ..network import NetworkConfig
+
+__all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_SUFFIX", "SHIPPED_DIR", "base_id", "base_to_bytes",
+           "base_from_bytes", "load_base", "save_base", "shipped_bases", "find_base"]
+
+BASE_MAGIC = b"DIPB"
+BASE_VERSION = 1
+BASE_SUFFIX = ".dipbase"
+SHIPPED_DIR = Path(__file__).with_name("bases")
+MAX_INFO_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, eq=False)
+class BaseModel:
+    """A network and its weights (float32, in ``network.tensor_shapes()`` order)."""
+
+    network: NetworkConfig
+    weights: tuple[np.ndarray, ...] = field(repr=False)
+    info: dict = field(default_factory=dict)
+    """How it was made (training steps, data): informative only, not part of the id."""
+
+    def __post_init__(self) -> None:
+        shapes = self.network.tensor_shapes()
+        if len(self.weights) != len(shapes) or any(w.shape != s for w, s in zip(self.weights, shapes)):
+            raise InputError("base model weights do not match its network")
+
+    @functools.cached_property
+    def id(self) -> bytes:
+        return base_id(self.network, self.weights)
+
+    @property
+    def name(self) -> str:
+        return self.id.hex()
+
+
+def base_id(network: NetworkConfig, weights: Iterable[np.ndarray]) -> bytes:
+    """The first 8 bytes of the SHA-256 of the network description and the float32 weights."""
+    digest = hashlib.sha256(network_bytes(network))
+    for w in weights:
+        digest.update(np.ascontiguousarray(w, "<f4").tobytes())
+    return digest.digest()[:BASE_ID_BYTES]
+
+
+def base_to_bytes(base: BaseModel) -> bytes:
+    net = network_bytes(base.network)
+    info = json.dumps(base.info, sort_keys=True, separators=(",", ":")).encode()
+    body = bytearray(BASE_MAGIC) + bytes([BASE_VERSION]) + varint(len(net)) + net + varint(len(info)) + info
+    for w in base.weights:
+        body += np.ascontiguousarray(w, "<f4").tobytes()
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def base_from_bytes(data: bytes) -> BaseModel:
+    """Parse a ``.dipbase`` file; any damage is a :class:`DecodeError`."""
+    data = bytes(data)
+    if len(data) < 10 or data[:4] != BASE_MAGIC:
+        raise DecodeError("not a dipcodec base model (bad magic)")
+    if data[4] != BASE_VERSION:
+        raise DecodeError(f"unsupported base model version {data[4]}")
+    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    if zlib.crc32(body) != crc:
+        raise DecodeError("checksum mismatch: the base model file is damaged")
+    r = Reader(body, "base model")
+    r.take(5, "magic")
+    network = parse_network(r.take(r.varint("network length", 256), "network description"))
+    try:
+        info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DecodeError("base model has a damaged description") from None
+    shapes = network.tensor_shapes()
+    if len(body) - r.pos != 4 * network.parameter_count():
+        raise DecodeError("base model weights do not match its network")
+    flat = np.frombuffer(body, "<f4", offset=r.pos).astype(np.float32)
+    if not np.all(np.isfinite(flat)):
+        raise DecodeError("base model holds non-finite weights")
+    weights, start = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        weights.append(flat[start : start + n].reshape(shape))
+        start += n
+    return BaseModel(network, tuple(weights), info if isinstance(info, dict) else {})
+
+
+def load_base(path: str | os.PathLike) -> BaseModel:
+    """Read a ``.dipbase`` file (a one-line :class:`InputError` if it is missing or not a base)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read base model {path}: {exc.strerror or exc}") from None
+    try:
+        return base_from_bytes(data)
+    except DecodeError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def save_base(base: BaseModel, path: str | os.PathLike) -> None:
+    """Write a ``.dipbase`` file atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(base_to_bytes(base))
+    os.replace(tmp, path)
+
+
+@functools.cache
+def shipped_bases() -> tuple[BaseModel, ...]:
+    """The bases in the package, smallest network first."""
+    bases = [base_from_bytes(p.read_bytes()) for p in sorted(SHIPPED_DIR.glob(f"*{BASE_SUFFIX}"))]
+    return tuple(sorted(bases, key=lambda b: b.network.parameter_count()))
+
+
+def find_base(wanted: bytes, extra: Iterable[BaseModel] = ()) -> BaseModel:
+    """The base with this id among ``extra`` and the shipped ones, or a DecodeError naming it."""
+    for base in (*extra, *shipped_bases()):
+        if base.id == wanted:
+            return base
+    raise DecodeError(f"this file needs base model {wanted.hex()}, which is not available")

@@ -1,0 +1,136 @@
+"""The ``.dips`` sequence container, and decoding it (no fitting code here).
+
+A sequence is a list of complete ``.dip`` files, one per frame (``docs/FORMAT.md``, §13). A key frame
+is coded from the seed or a base model and decodes on its own. Every other frame is coded as deltas
+from the mean of the decoded weights of the last ``average`` frames since the key frame (the previous
+frame when ``average`` is 1): its reference is ``previous-frame``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..container import Reader, unpack, varint
+from ..decoder import Scale, decoded_weights, info, reference_of, render_stream, resolve_device
+from ..errors import DecodeError
+from .basefile import BaseModel
+
+__all__ = ["SEQUENCE_MAGIC", "SEQUENCE_VERSION", "MAX_FRAMES", "MAX_AVERAGE", "SequenceFile", "pack_sequence",
+           "unpack_sequence", "decode_sequence", "sequence_info", "is_sequence", "mean_weights"]
+
+SEQUENCE_MAGIC = b"DIPS"
+SEQUENCE_VERSION = 1
+MAX_FRAMES = 100_000
+MAX_AVERAGE = 16
+MAX_SEQUENCE_BYTES = 1 << 32
+
+
+@dataclass(frozen=True)
+class SequenceFile:
+    """A parsed ``.dips`` file: its frames' ``.dip`` bytes and the averaging window of inter frames."""
+
+    frames: tuple[bytes, ...]
+    average: int = 1
+
+
+def pack_sequence(sequence: SequenceFile) -> bytes:
+    body = bytearray(SEQUENCE_MAGIC) + bytes([SEQUENCE_VERSION, sequence.average]) + varint(len(sequence.frames))
+    for frame in sequence.frames:
+        body += varint(len(frame)) + frame
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def is_sequence(data: bytes) -> bool:
+    return bytes(data[:4]) == SEQUENCE_MAGIC
+
+
+def unpack_sequence(data: bytes) -> SequenceFile:
+    """Split a ``.dips`` file into its frames (each is checked when it is decoded)."""
+    data = bytes(data)
+    if len(data) < 11 or not is_sequence(data):
+        raise DecodeError("not a dipcodec sequence (bad magic)")
+    if len(data) > MAX_SEQUENCE_BYTES:
+        raise DecodeError("sequence file is larger than any dipcodec sequence can be")
+    if data[4] != SEQUENCE_VERSION:
+        raise DecodeError(f"unsupported sequence version {data[4]} (this decoder reads version {SEQUENCE_VERSION})")
+    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    if zlib.crc32(body) != crc:
+        raise DecodeError("checksum mismatch: the sequence file is damaged")
+    average = body[5]
+    if not 1 <= average <= MAX_AVERAGE:
+        raise DecodeError(f"averaging window {average} out of range (1 to {MAX_AVERAGE})")
+    r = Reader(body, "sequence")
+    r.take(6, "magic, version and window")
+    count = r.varint("frame count", MAX_FRAMES)
+    if count == 0:
+        raise DecodeError("sequence has no frames")
+    frames = [r.take(r.varint(f"length of frame {i}", len(body)), f"frame {i}") for i in range(count)]
+    if not r.done():
+        raise DecodeError("sequence has trailing bytes")
+    return SequenceFile(tuple(frames), average)
+
+
+def mean_weights(history: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per tensor, the mean of the given frames' weights, summed in order in float64 and rounded to
+    float32: the same numbers on every machine."""
+    out = []
+    for tensors in zip(*history):
+        total = np.zeros(tensors[0].shape, np.float64)
+        for t in tensors:
+            total += t
+        out.append((total / len(tensors)).astype(np.float32))
+    return out
+
+
+def decode_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
+                    base: "str | os.PathLike | BaseModel | None" = None) -> list[np.ndarray]:
+    """Decode every frame of a ``.dips`` file, in order, to uint8 pixels."""
+    sequence = unpack_sequence(data)
+    dev = resolve_device(device)
+    bases = () if base is None else (base if isinstance(base, BaseModel) else _load(base),)
+    frames, history = [], []
+    for index, frame in enumerate(sequence.frames):
+        try:
+            stream = unpack(frame)
+        except DecodeError as exc:
+            raise DecodeError(f"frame {index}: {exc}") from None
+        if stream.reference == "previous-frame":
+            if not history:
+                raise DecodeError(f"frame {index} refers to a previous frame, but it starts the sequence")
+            if stream.network != history[-1][0]:
+                raise DecodeError(f"frame {index} has a different network from the frame before it")
+            reference = mean_weights([w for _, w in history[-sequence.average:]])
+        else:
+            history = []
+            reference = reference_of(stream, bases)
+        weights = decoded_weights(stream, reference)
+        history.append((stream.network, weights))
+        frames.append(render_stream(stream, weights, dev, scale))
+    return frames
+
+
+def _load(path: "str | os.PathLike") -> BaseModel:
+    from .basefile import load_base
+
+    return load_base(path)
+
+
+def sequence_info(data: bytes) -> dict:
+    """What a ``.dips`` file holds: per frame, :func:`dipcodec.info`'s fields."""
+    sequence = unpack_sequence(data)
+    frames = []
+    for index, frame in enumerate(sequence.frames):
+        try:
+            frames.append(info(frame))
+        except DecodeError as exc:
+            raise DecodeError(f"frame {index}: {exc}") from None
+    pixels = sum(f["width"] * f["height"] for f in frames)
+    return {"sequence_version": SEQUENCE_VERSION, "file_bytes": len(data), "frames": len(frames),
+            "average": sequence.average, "key_frames": [i for i, f in enumerate(frames) if f["reference"] != "previous-frame"],
+            "bpp": round(8 * len(data) / pixels, 6), "frame_info": frames}

@@ -1,0 +1,104 @@
+"""Encoding a sequence of frames: each frame's fit starts from the frame before it.
+
+Key frames (the first, then every ``keyint``-th) are coded like single images, from the seed or a
+base model, and set the network and the quantization grid. Every other frame starts its fit from
+the mean of the decoded weights of the last ``average`` frames, codes its weights as deltas from that
+same mean on the key frame's grid, and gets a shorter, gentler fit: its start is already close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..decoder import resolve_device
+from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, EncodeResult, Preset, Progress, Start,
+                       base_start, check_settings, code_image, quality_to_bpp)
+from ..errors import InputError
+from ..fit import FitSchedule
+from ..images import as_array
+from ..restoration.modes import restoration_for
+from .sequence import MAX_AVERAGE, MAX_FRAMES, SequenceFile, mean_weights, pack_sequence
+
+__all__ = ["encode_sequence", "warm_schedule", "DEFAULT_KEYINT", "WARM_ITERATIONS", "WARM_LEARNING_RATE",
+           "FrameCallback"]
+
+DEFAULT_KEYINT = 0
+"""Frames between independently decodable frames; 0: only the first frame is one."""
+WARM_ITERATIONS = 1 / 4
+"""A warm-started frame's fit (both phases), at most this share of its preset's iterations."""
+WARM_LEARNING_RATE = 0.005
+"""Its learning rate: a quarter of a cold fit's, so the first steps do not throw the start away."""
+
+FrameCallback = Callable[[int, EncodeResult, float], None]
+"""Called after each frame with (frame index, its result, seconds it took)."""
+
+
+def warm_schedule(schedule: FitSchedule, key_float_psnr: float) -> FitSchedule:
+    """The fit of a frame that starts from the frame before it: shorter, gentler, and over as soon as
+    it fits as well as its key frame did (not the frame before: small shortfalls would add up)."""
+    stop = 10 ** (-key_float_psnr / 10) if math.isfinite(key_float_psnr) else None
+    return dataclasses.replace(schedule, iterations=max(1, math.ceil(schedule.iterations * WARM_ITERATIONS)),
+                               qat_iterations=max(1, math.ceil(schedule.qat_iterations * WARM_ITERATIONS)),
+                               learning_rate=WARM_LEARNING_RATE, stop_mse=stop)
+
+
+def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: float | None = None,
+                    preset: Preset = "default", seed: int = 0, device: str = "cpu", keyint: int = DEFAULT_KEYINT,
+                    average: int = 1, base: BaseChoice = DEFAULT_BASE, mask=None,
+                    progress: Progress | None = None, on_frame: FrameCallback | None = None) -> bytes:
+    """Compress frames of one size (PIL images or uint8 arrays) to the bytes of a ``.dips`` file.
+
+    ``bpp`` or ``quality`` sets the key frames' rate and network, as for :func:`dipcodec.encode`;
+    the other frames reuse the key frame's quantization grid, so they cost what their changes cost.
+    ``average`` > 1 starts each frame from the mean of the last ``average`` frames' weights instead
+    of the previous frame's. ``mask`` (``"subtitles"``, or one mask image for every frame) inpaints.
+    """
+    import time
+
+    pixels = [as_array(f) for f in frames]
+    check_settings(bpp, quality, preset, seed)
+    if not pixels:
+        raise InputError("no frames to encode")
+    if len(pixels) > MAX_FRAMES:
+        raise InputError(f"at most {MAX_FRAMES} frames in a sequence")
+    if any(p.shape != pixels[0].shape for p in pixels):
+        raise InputError("all frames of a sequence must have the same size and channels")
+    if not (isinstance(keyint, int) and keyint >= 0):
+        raise InputError(f"keyint must be 0 (first frame only) or a positive number of frames, got {keyint}")
+    if not (isinstance(average, int) and 1 <= average <= MAX_AVERAGE):
+        raise InputError(f"average must be between 1 and {MAX_AVERAGE} frames, got {average}")
+    dev = resolve_device(device)
+    height, width = pixels[0].shape[:2]
+    channels = 1 if pixels[0].ndim == 2 else 3
+    network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
+    key_start = base_start(base, height, width, channels, network_bpp * height * width)
+    coded: list[bytes] = []
+    history: list[tuple[np.ndarray, ...]] = []
+    key: EncodeResult | None = None
+    for index, frame in enumerate(pixels):
+        began = time.perf_counter()
+        restoration = restoration_for(frame, mask=mask)
+        if restoration is not None:
+            restoration.check(frame)
+        is_key = key is None or (keyint > 0 and index % keyint == 0)
+        if is_key:
+            history = []
+            result = code_image(frame, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset],
+                                seed=seed, device=dev, progress=progress, restoration=restoration, start=key_start)
+            key = result
+        else:
+            start = Start(key.network, tuple(mean_weights(history[-average:])), "previous-frame",
+                          step_codes=key.step_codes)
+            result = code_image(frame, network_bpp=network_bpp, target_bpp=None,
+                                schedule=warm_schedule(PRESETS[preset], key.float_psnr),
+                                seed=seed, device=dev, progress=progress,
+                                restoration=restoration, start=start)
+        history.append(result.weights)
+        coded.append(result.data)
+        if on_frame:
+            on_frame(index, result, time.perf_counter() - began)
+    return pack_sequence(SequenceFile(tuple(coded), average))

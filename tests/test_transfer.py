@@ -1,0 +1,318 @@
+"""Base models (file, training, coding against one) and sequences of frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dipcodec
+from dipcodec.encoder import encode_detailed
+from dipcodec.errors import DecodeError, InputError
+from dipcodec.network import reference_weights
+from dipcodec.transfer import meta
+from dipcodec.transfer.basefile import BaseModel, base_from_bytes, base_to_bytes, load_base, save_base
+from dipcodec.transfer.meta import MetaSchedule, standard_network, train_base
+from dipcodec.transfer.sequence import SequenceFile, mean_weights, pack_sequence, sequence_info, unpack_sequence
+
+from conftest import make_image, psnr
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY_META = MetaSchedule(steps=4, inner_iterations=3, tasks_per_step=2, crop=64)
+
+
+def training_images() -> list[np.ndarray]:
+    return [make_image(64, 80), np.ascontiguousarray(make_image(80, 64)[::-1])]
+
+
+@pytest.fixture(scope="module")
+def tiny_base() -> BaseModel:
+    return train_base(training_images(), standard_network(8), TINY_META, seed=3)
+
+
+def moving_frames(count: int, size: int = 32) -> list[np.ndarray]:
+    """A test card sliding right by one pixel per frame."""
+    wide = make_image(size, size + count)
+    return [np.ascontiguousarray(wide[:, i : i + size]) for i in range(count)]
+
+
+# ---------------------------------------------------------------- base model files
+
+def test_base_file_round_trips_weights_and_id(tiny_base, tmp_path):
+    save_base(tiny_base, tmp_path / "b.dipbase")
+    loaded = load_base(tmp_path / "b.dipbase")
+    assert loaded.id == tiny_base.id and len(loaded.id) == 8
+    assert loaded.network == tiny_base.network
+    for a, b in zip(loaded.weights, tiny_base.weights):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.info["method"] == "reptile" and loaded.info["step"] == TINY_META.steps
+
+
+def test_base_id_is_a_hash_of_the_weights(tiny_base):
+    changed = [w.copy() for w in tiny_base.weights]
+    changed[0].flat[0] += np.float32(1e-3)
+    other = BaseModel(tiny_base.network, tuple(changed), tiny_base.info)
+    assert other.id != tiny_base.id
+    relabelled = BaseModel(tiny_base.network, tiny_base.weights, {"note": "different description"})
+    assert relabelled.id == tiny_base.id
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "magic", "length"])
+def test_damaged_base_file_is_a_clean_error(tiny_base, tmp_path, damage):
+    data = bytearray(base_to_bytes(tiny_base))
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x10
+    elif damage == "truncate":
+        data = data[: len(data) - 9]
+    elif damage == "magic":
+        data[:4] = b"DIPC"
+    else:  # a forged network description of a huge network, CRC fixed up: refused before allocating
+        import struct
+        import zlib
+
+        data = bytearray(b"DIPB\x01" + bytes([9, 1, 0x80, 4, 0x80, 4, 1, 3, 2, 0]) + b"\x00")
+        data += struct.pack("<I", zlib.crc32(bytes(data)))
+    with pytest.raises(DecodeError):
+        base_from_bytes(bytes(data))
+    (tmp_path / "bad.dipbase").write_bytes(bytes(data))
+    with pytest.raises(InputError):
+        load_base(tmp_path / "bad.dipbase")
+
+
+# ---------------------------------------------------------------- training
+
+def test_training_moves_the_weights_and_is_deterministic(tiny_base):
+    seeded = reference_weights(tiny_base.network, 3)
+    assert any(not np.array_equal(a, b) for a, b in zip(seeded, tiny_base.weights))
+    again = train_base(training_images(), standard_network(8), TINY_META, seed=3)
+    assert again.id == tiny_base.id
+
+
+def test_training_resumes_from_its_checkpoint(tiny_base, tmp_path, monkeypatch):
+    monkeypatch.setattr(meta, "CHECKPOINT_EVERY", 2)
+    checkpoint = tmp_path / "b.dipbase.partial"
+
+    def interrupt(done, total, psnr):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_base(training_images(), standard_network(8), TINY_META, seed=3, progress=interrupt,
+                   checkpoint=checkpoint)
+    assert load_base(checkpoint).info["step"] == 2
+    resumed = train_base(training_images(), standard_network(8), TINY_META, seed=3, checkpoint=checkpoint,
+                         resume=True)
+    assert resumed.id == tiny_base.id  # the same base as an unbroken run
+    with pytest.raises(InputError, match="different training run"):
+        train_base(training_images(), standard_network(8), MetaSchedule(steps=5, inner_iterations=3, tasks_per_step=2, crop=64),
+                   seed=3, checkpoint=checkpoint, resume=True)
+
+
+def test_training_refuses_images_smaller_than_its_crops():
+    with pytest.raises(InputError, match="at least 64"):
+        train_base([make_image(40, 80)], standard_network(8), TINY_META)
+
+
+# ---------------------------------------------------------------- coding against a base
+
+def test_a_file_coded_from_a_base_decodes_only_with_it(tiny_base, tmp_path):
+    image = make_image(64, 64)
+    result = encode_detailed(image, quality=75, preset="fast", base=tiny_base)
+    details = dipcodec.info(result.data)
+    assert details["reference"] == "base" and details["base_id"] == tiny_base.name
+    assert details["architecture"]["channels"] == list(tiny_base.network.channels)
+    with pytest.raises(DecodeError, match=tiny_base.name):
+        dipcodec.decode(result.data)
+    save_base(tiny_base, tmp_path / "b.dipbase")
+    decoded = dipcodec.decode(result.data, base=tmp_path / "b.dipbase")
+    np.testing.assert_array_equal(decoded, result.pixels)
+    assert psnr(image, decoded) > 20
+
+
+def test_a_base_for_other_images_is_refused(tiny_base):
+    with pytest.raises(InputError, match="3-channel"):
+        dipcodec.encode(make_image(64, 64, gray=True), quality=75, preset="fast", base=tiny_base)
+
+
+def test_default_base_falls_back_to_the_seed_where_no_base_fits():
+    data = dipcodec.encode(make_image(24, 32), quality=75, preset="fast", base="default")
+    assert dipcodec.info(data)["reference"] == "seed"
+
+
+# ---------------------------------------------------------------- sequences
+
+@pytest.fixture(scope="module")
+def sequence():
+    frames = moving_frames(4)
+    results = []
+    data = dipcodec.encode_sequence(frames, bpp=4.0, preset="fast", keyint=3,
+                                    on_frame=lambda i, r, s: results.append(r))
+    return frames, data, results
+
+
+def test_sequence_decodes_to_what_the_encoder_saw(sequence):
+    frames, data, results = sequence
+    decoded = dipcodec.decode_sequence(data)
+    assert len(decoded) == 4
+    for frame, out, result in zip(frames, decoded, results):
+        np.testing.assert_array_equal(out, result.pixels)
+        assert psnr(frame, out) > 22
+
+
+def test_sequence_frames_refer_to_the_frame_before_and_keyint_restarts(sequence):
+    _, data, _ = sequence
+    details = sequence_info(data)
+    assert [f["reference"] for f in details["frame_info"]] == ["seed", "previous-frame", "previous-frame", "seed"]
+    assert details["key_frames"] == [0, 3] and details["frames"] == 4
+
+
+def test_warm_started_frames_cost_fewer_bits(sequence):
+    _, _, results = sequence
+    assert len(results[1].data) < len(results[0].data)
+    assert len(results[2].data) < len(results[0].data)
+
+
+def test_a_frame_alone_does_not_decode(sequence):
+    _, data, _ = sequence
+    inter = unpack_sequence(data).frames[1]
+    with pytest.raises(DecodeError, match="whole sequence"):
+        dipcodec.decode(inter)
+    key = unpack_sequence(data).frames[3]
+    assert dipcodec.decode(key).shape == (32, 32, 3)  # a key frame decodes on its own
+
+
+def test_averaging_window_changes_the_reference():
+    frames = moving_frames(3, 24)
+    data = dipcodec.encode_sequence(frames, bpp=4.0, preset="fast", average=2)
+    assert unpack_sequence(data).average == 2
+    decoded = dipcodec.decode_sequence(data)
+    assert all(psnr(f, d) > 20 for f, d in zip(frames, decoded))
+    # Read with a window of 1, the third frame is rebuilt against the wrong reference.
+    wrong = dipcodec.decode_sequence(pack_sequence(SequenceFile(unpack_sequence(data).frames, 1)))
+    np.testing.assert_array_equal(wrong[1], decoded[1])
+    assert not np.array_equal(wrong[2], decoded[2])
+
+
+def test_mean_weights_is_exact_float32():
+    a = [np.array([1.0, 2.0], np.float32)]
+    b = [np.array([2.0, np.float32(1e-8)], np.float32)]
+    out = mean_weights([a, b])
+    assert out[0].dtype == np.float32
+    np.testing.assert_array_equal(out[0], np.array([1.5, (2.0 + np.float64(np.float32(1e-8))) / 2], np.float32))
+
+
+@pytest.mark.parametrize("damage", ["crc", "truncate", "count", "average", "first-is-inter"])
+def test_damaged_sequence_is_a_clean_error(sequence, damage):
+    import struct
+    import zlib
+
+    _, data, _ = sequence
+    frames = unpack_sequence(data).frames
+    if damage == "crc":
+        bad = bytearray(data)
+        bad[20] ^= 1
+    elif damage == "truncate":
+        bad = data[:-30]
+    else:
+        if damage == "count":
+            body = b"DIPS\x01\x01" + bytes([0x80, 0x80, 0x04])  # 65536 frames declared, none present
+        elif damage == "average":
+            body = b"DIPS\x01\x00" + pack_sequence(SequenceFile(frames[:1]))[6:-4]  # a window of 0
+        else:
+            body = pack_sequence(SequenceFile(frames[1:2]))[:-4]
+        bad = body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(DecodeError):
+        dipcodec.decode_sequence(bytes(bad))
+
+
+def test_sequence_settings_are_checked():
+    frames = moving_frames(2, 24)
+    with pytest.raises(InputError, match="same size"):
+        dipcodec.encode_sequence([frames[0], make_image(24, 28)], quality=75, preset="fast")
+    with pytest.raises(InputError, match="average"):
+        dipcodec.encode_sequence(frames, quality=75, preset="fast", average=0)
+    with pytest.raises(InputError, match="keyint"):
+        dipcodec.encode_sequence(frames, quality=75, preset="fast", keyint=-1)
+    with pytest.raises(InputError, match="no frames"):
+        dipcodec.encode_sequence([], quality=75)
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_encode_seq_decode_seq_and_info(tmp_path, capsys):
+    from PIL import Image
+
+    from test_cli import run
+
+    paths = []
+    for i, frame in enumerate(moving_frames(3, 24)):
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(frame).save(paths[-1])
+    out = tmp_path / "clip.dips"
+    code, _, err = run(capsys, "encode-seq", *paths, "-o", out, "--bpp", "4", "--preset", "fast")
+    assert code == 0, err
+    assert "frame 3/3" in err and "3 frames" in err
+    code, text, _ = run(capsys, "info", out)
+    assert code == 0 and "3 frames" in text and text.count("reference previous-frame") == 2
+    code, _, err = run(capsys, "decode-seq", out, tmp_path / "frames")
+    assert code == 0, err
+    decoded = dipcodec.decode_sequence(out.read_bytes())
+    for i, pixels in enumerate(decoded):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "frames" / f"frame{i:03d}.png")), pixels)
+    before = (tmp_path / "frames" / "frame000.png").read_bytes()
+    code, _, err = run(capsys, "decode-seq", out, tmp_path / "frames")
+    assert code == 2 and "exists" in err and (tmp_path / "frames" / "frame000.png").read_bytes() == before
+
+
+def test_cli_encode_seq_rejects_frames_of_different_sizes(tmp_path, capsys):
+    from PIL import Image
+
+    from test_cli import one_error_line, run
+
+    Image.fromarray(make_image(24, 24)).save(tmp_path / "a.png")
+    Image.fromarray(make_image(24, 32)).save(tmp_path / "b.png")
+    code, _, err = run(capsys, "encode-seq", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "c.dips",
+                       "--preset", "fast")
+    assert code == 2 and "same size" in one_error_line(err)
+    assert not (tmp_path / "c.dips").exists()
+
+
+def test_cli_train_base_then_encode_and_decode_with_it(tmp_path, capsys):
+    from PIL import Image
+
+    from test_cli import one_error_line, run
+
+    (tmp_path / "train").mkdir()
+    for i, image in enumerate(training_images()):
+        Image.fromarray(image).save(tmp_path / "train" / f"{i}.png")
+    base = tmp_path / "b.dipbase"
+    code, _, err = run(capsys, "train-base", tmp_path / "train", "-o", base, "--arch", "8", "--steps", "3",
+                       "--inner", "2", "--crop", "64", "--quiet")
+    assert code == 0, err
+    assert load_base(base).network == standard_network(8)
+    assert not (tmp_path / "b.dipbase.partial").exists()
+    code, text, _ = run(capsys, "info", base)
+    assert code == 0 and load_base(base).name in text and "3 steps" in text
+    Image.fromarray(make_image(64, 64)).save(tmp_path / "img.png")
+    code, _, err = run(capsys, "encode", tmp_path / "img.png", tmp_path / "img.dip", "--base", base,
+                       "--quality", "75", "--preset", "fast", "--quiet")
+    assert code == 0, err
+    code, _, err = run(capsys, "decode", tmp_path / "img.dip", tmp_path / "out.png")
+    assert code == 2 and load_base(base).name in one_error_line(err)
+    assert not (tmp_path / "out.png").exists()
+    code, _, err = run(capsys, "decode", tmp_path / "img.dip", tmp_path / "out.png", "--base", base)
+    assert code == 0, err
+    (tmp_path / "b.dipbase.partial").write_bytes(b"junk")
+    code, _, err = run(capsys, "train-base", tmp_path / "train", "-o", base, "--force", "--steps", "3")
+    assert code == 2 and "--resume" in one_error_line(err)
+
+
+def test_sequence_inpaints_every_frame_with_a_mask():
+    frames = moving_frames(2, 24)
+    mask = np.zeros((24, 24), np.uint8)
+    mask[16:20, 4:20] = 255
+    data = dipcodec.encode_sequence(frames, bpp=4.0, preset="fast", mask=mask)
+    assert [f["mode"] for f in sequence_info(data)["frame_info"]] == ["inpaint", "inpaint"]
+    decoded = dipcodec.decode_sequence(data)
+    known = mask == 0
+    assert all(psnr(f[known], d[known]) > 20 for f, d in zip(frames, decoded))
