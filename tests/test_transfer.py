@@ -134,6 +134,27 @@ def test_a_base_for_other_images_is_refused(tiny_base):
         dipcodec.encode(make_image(64, 64, gray=True), quality=75, preset="fast", base=tiny_base)
 
 
+def test_default_base_is_a_shipped_base_close_to_the_affordable_width():
+    from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network
+    from dipcodec.transfer.basefile import shipped_bases
+
+    assert len(shipped_bases()) >= 1
+    shipped = shipped_bases()[0]
+    width = shipped.network.input_channels
+    # A budget that affords a slightly wider network than the base's: the base is taken, as it is.
+    budget = BITS_PER_WEIGHT * standard_network(width + 2).parameter_count()
+    assert choose_network(512, 768, 3, budget).input_channels == width + 2
+    start = base_start("default", 512, 768, 3, budget)
+    assert start is not None and start.kind == "base" and start.base_id == shipped.id
+    assert start.network == shipped.network
+    # A budget for a network much wider than any base near it: a shipped base within 90% of it, or the seed.
+    wide = choose_network(512, 768, 3, 4 * budget).input_channels
+    start = base_start("default", 512, 768, 3, 4 * budget)
+    assert start is None or 0.9 * wide <= start.network.input_channels <= wide
+    assert base_start("default", 512, 768, 1, budget) is None  # no grayscale bases ship
+    assert base_start("none", 512, 768, 3, budget) is None
+
+
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():
     data = dipcodec.encode(make_image(24, 32), quality=75, preset="fast", base="default")
     assert dipcodec.info(data)["reference"] == "seed"
