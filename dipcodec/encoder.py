@@ -195,10 +195,10 @@ def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Ten
 
 
 BaseChoice = Union[str, os.PathLike, "BaseModel", None]
-DEFAULT_BASE = "default"
-"""What ``encode`` starts from when no base is named: a shipped base that fits the network, else the
-seed. Measured on kodak6 at the fast preset: a BD-rate of about -15% against the seed
-(BENCHMARKS.md, "Base models")."""
+DEFAULT_BASE = "none"
+"""What ``encode`` starts from when no base is named: the seed. A shipped base (``"default"``) gained
+-16% BD-rate on kodak6 at the fast preset but lost 0.58 dB on kodim07 at 0.5 bpp at the default
+preset (BENCHMARKS.md, "Base models"), so it is asked for, not assumed."""
 
 
 BASE_MIN_WIDTH_SHARE = 0.9
