@@ -23,7 +23,7 @@ from .quantize import STEP_CODE_RANGE
 __all__ = [
     "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
-    "varint", "Reader",
+    "varint", "Reader", "framed_body",
 ]
 
 MAGIC = b"DIPC"
@@ -255,6 +255,21 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
     if not r.done():
         raise DecodeError("quantization table has trailing bytes")
     return tuple(codes), tuple(models)
+
+
+def framed_body(data: bytes, magic: bytes, version: int, what: str, *, min_size: int, max_size: int) -> bytes:
+    """Check a base model's or sequence's magic, version and CRC32 (the framing they share with
+    ``.dip`` files); return the bytes before the CRC."""
+    if len(data) < min_size or data[:4] != magic:
+        raise DecodeError(f"not a dipcodec {what} (bad magic)")
+    if len(data) > max_size:
+        raise DecodeError(f"{what} file is larger than any dipcodec {what} can be")
+    if data[4] != version:
+        raise DecodeError(f"unsupported {what} version {data[4]} (this decoder reads version {version})")
+    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+    if zlib.crc32(body) != crc:
+        raise DecodeError(f"checksum mismatch: the {what} file is damaged")
+    return body
 
 
 def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:

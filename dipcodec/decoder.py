@@ -19,7 +19,7 @@ from .quantize import dequantize
 if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
 
-__all__ = ["Scale", "decode", "info", "render", "render_stream", "resolve_device", "reference_of", "decoded_weights"]
+__all__ = ["Scale", "decode", "info", "render", "render_stream", "resolve_device", "reference_of", "decoded_weights", "as_bases"]
 
 Scale = Literal["full", "native"]
 """For super-resolution files: the super-resolved image, or one brought back to the fitted image's size."""
@@ -73,7 +73,8 @@ def decoded_weights(stream: Bitstream, reference: list[np.ndarray]) -> list[np.n
     return dequantize([q.reshape(s) for q, s in zip(symbols, shapes)], reference, list(stream.step_codes))
 
 
-def _as_bases(base: "str | os.PathLike | BaseModel | None") -> tuple[BaseModel, ...]:
+def as_bases(base: "str | os.PathLike | BaseModel | None") -> tuple[BaseModel, ...]:
+    """The caller's base model, if any, as the extra bases :func:`reference_of` searches."""
     if base is None:
         return ()
     from .transfer.basefile import BaseModel, load_base
@@ -93,7 +94,7 @@ def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full",
         raise InputError(f"scale must be 'full' or 'native', got {scale!r}")
     stream = unpack(data)
     dev = resolve_device(device)
-    return render_stream(stream, decoded_weights(stream, reference_of(stream, _as_bases(base))), dev, scale)
+    return render_stream(stream, decoded_weights(stream, reference_of(stream, as_bases(base))), dev, scale)
 
 
 def render_stream(stream: Bitstream, weights: list[np.ndarray], device: torch.device,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..container import BASE_ID_BYTES, Reader, network_bytes, parse_network, varint
+from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, network_bytes, parse_network, varint
 from ..errors import DecodeError, InputError
 from ..network import NetworkConfig
 
@@ -79,14 +79,7 @@ def base_to_bytes(base: BaseModel) -> bytes:
 
 def base_from_bytes(data: bytes) -> BaseModel:
     """Parse a ``.dipbase`` file; any damage is a :class:`DecodeError`."""
-    data = bytes(data)
-    if len(data) < 10 or data[:4] != BASE_MAGIC:
-        raise DecodeError("not a dipcodec base model (bad magic)")
-    if data[4] != BASE_VERSION:
-        raise DecodeError(f"unsupported base model version {data[4]}")
-    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
-    if zlib.crc32(body) != crc:
-        raise DecodeError("checksum mismatch: the base model file is damaged")
+    body = framed_body(bytes(data), BASE_MAGIC, BASE_VERSION, "base model", min_size=10, max_size=MAX_FILE_BYTES)
     r = Reader(body, "base model")
     r.take(5, "magic")
     network = parse_network(r.take(r.varint("network length", 256), "network description"))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..container import Reader, unpack, varint
-from ..decoder import Scale, decoded_weights, info, reference_of, render_stream, resolve_device
+from ..container import Reader, framed_body, unpack, varint
+from ..decoder import Scale, as_bases, decoded_weights, info, reference_of, render_stream, resolve_device
 from ..errors import DecodeError
 from .basefile import BaseModel
 
@@ -52,16 +52,8 @@ def is_sequence(data: bytes) -> bool:
 
 def unpack_sequence(data: bytes) -> SequenceFile:
     """Split a ``.dips`` file into its frames (each is checked when it is decoded)."""
-    data = bytes(data)
-    if len(data) < 11 or not is_sequence(data):
-        raise DecodeError("not a dipcodec sequence (bad magic)")
-    if len(data) > MAX_SEQUENCE_BYTES:
-        raise DecodeError("sequence file is larger than any dipcodec sequence can be")
-    if data[4] != SEQUENCE_VERSION:
-        raise DecodeError(f"unsupported sequence version {data[4]} (this decoder reads version {SEQUENCE_VERSION})")
-    body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
-    if zlib.crc32(body) != crc:
-        raise DecodeError("checksum mismatch: the sequence file is damaged")
+    body = framed_body(bytes(data), SEQUENCE_MAGIC, SEQUENCE_VERSION, "sequence", min_size=11,
+                       max_size=MAX_SEQUENCE_BYTES)
     average = body[5]
     if not 1 <= average <= MAX_AVERAGE:
         raise DecodeError(f"averaging window {average} out of range (1 to {MAX_AVERAGE})")
@@ -93,7 +85,7 @@ def decode_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
     """Decode every frame of a ``.dips`` file, in order, to uint8 pixels."""
     sequence = unpack_sequence(data)
     dev = resolve_device(device)
-    bases = () if base is None else (base if isinstance(base, BaseModel) else _load(base),)
+    bases = as_bases(base)
     frames, history = [], []
     for index, frame in enumerate(sequence.frames):
         try:
@@ -113,12 +105,6 @@ def decode_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
         history.append((stream.network, weights))
         frames.append(render_stream(stream, weights, dev, scale))
     return frames
-
-
-def _load(path: "str | os.PathLike") -> BaseModel:
-    from .basefile import load_base
-
-    return load_base(path)
 
 
 def sequence_info(data: bytes) -> dict:

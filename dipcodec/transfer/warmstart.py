@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -57,8 +58,6 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     ``average`` > 1 starts each frame from the mean of the last ``average`` frames' weights instead
     of the previous frame's. ``mask`` (``"subtitles"``, or one mask image for every frame) inpaints.
     """
-    import time
-
     pixels = [as_array(f) for f in frames]
     check_settings(bpp, quality, preset, seed)
     if not pixels:
