@@ -410,7 +410,7 @@ def _info(args: argparse.Namespace) -> None:
         f"  image        {details['width']}x{details['height']}, {details['channels']} channel(s), mode {details['mode']}"
         + (f" (fitted at 1/{details['scale']} size)" if details["scale"] > 1 else ""),
         f"  network      {len(arch['channels'])} stages of widths {arch['channels']}, kernels {arch['kernel_sizes']}, "
-        f"shuffle {arch['shuffle']}, {arch['upsample']} upsampling",
+        f"shuffle {arch['shuffle']}, {arch['upsample']} upsampling, {arch['activation']}",
         f"  parameters   {details['parameters']}",
         f"  reference    {details['reference']}" + (f" {details['base_id']}" if details["base_id"] else "")
         + f", seed {details['seed']}",

@@ -1,4 +1,4 @@
-"""The ``.dip`` file format, version 2 (reads version 1): magic, version, header, tagged sections, CRC32.
+"""The ``.dip`` file format, version 3 (reads versions 1 and 2): magic, version, header, tagged sections, CRC32.
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
@@ -17,7 +17,7 @@ import zstandard
 
 from .entropy import TensorModel
 from .errors import DecodeError
-from .network import UPSAMPLE_MODES, NetworkConfig, decode_cost, padded_size
+from .network import ACTIVATIONS, UPSAMPLE_MODES, NetworkConfig, decode_cost, padded_size
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
@@ -27,10 +27,13 @@ __all__ = [
 ]
 
 MAGIC = b"DIPC"
-VERSION = 2
+VERSION = 3
 """The version this encoder writes. Version 2 gave modes 2 (super-resolution, with a scale byte)
-and 3 (denoise) their meaning; everything else is as in version 1."""
-READABLE_VERSIONS = (1, 2)
+and 3 (denoise) their meaning; version 3 added the network description's activation byte (sine
+networks); everything else is as in version 1."""
+READABLE_VERSIONS = (1, 2, 3)
+ACTIVATION_SINCE = 3
+"""The first ``.dip`` version whose network description may end with an activation byte."""
 MIN_SIDE, MAX_SIDE = 8, 4096
 MAX_FILE_BYTES = 64 << 20
 """No valid file comes near this (2**21 weights at 24 bits each is 6 MiB); readers stop here."""
@@ -142,11 +145,14 @@ class Reader:
 # ---------------------------------------------------------------- writing
 
 def network_bytes(cfg: NetworkConfig) -> bytes:
-    """The network description (section ``N``; base model files hold the same bytes)."""
+    """The network description (section ``N``; base model files hold the same bytes). A ReLU network
+    has no activation byte, so its description (and a base model's id) is what version 2 wrote."""
     out = bytearray([len(cfg.channels)]) + varint(cfg.input_channels)
     for c, k in zip(cfg.channels, cfg.kernel_sizes):
         out += varint(c) + bytes([k])
     out += bytes([cfg.out_channels, cfg.shuffle, UPSAMPLE_MODES.index(cfg.upsample)])
+    if cfg.activation != "relu":
+        out.append(ACTIVATIONS.index(cfg.activation))
     return bytes(out)
 
 
@@ -183,9 +189,10 @@ def pack(stream: Bitstream) -> bytes:
 
 # ---------------------------------------------------------------- reading
 
-def parse_network(payload: bytes, channels: int | None = None) -> NetworkConfig:
-    """Read a network description; ``channels``, when given, must match its output channels. The
-    cost limits, which depend on the image size, are :func:`check_network_limits`'s to check."""
+def parse_network(payload: bytes, channels: int | None = None, *, activation_byte: bool = True) -> NetworkConfig:
+    """Read a network description; ``channels``, when given, must match its output channels, and
+    ``activation_byte`` says whether the file's version knows the optional activation byte. The cost
+    limits, which depend on the image size, are :func:`check_network_limits`'s to check."""
     r = Reader(payload, "network section")
     stages = r.u8("stage count")
     if not 1 <= stages <= MAX_STAGES:
@@ -196,6 +203,11 @@ def parse_network(payload: bytes, channels: int | None = None) -> NetworkConfig:
         widths.append(r.varint("stage width", MAX_CHANNELS))
         kernels.append(r.u8("kernel size"))
     out_channels, shuffle, upsample = r.u8("output channels"), r.u8("shuffle"), r.u8("upsample mode")
+    activation = 0
+    if activation_byte and not r.done():
+        activation = r.u8("activation")
+        if not 0 < activation < len(ACTIVATIONS):  # ReLU is written as no byte at all
+            raise DecodeError(f"invalid activation {activation}")
     if not r.done():
         raise DecodeError("network section has trailing bytes")
     if channels is not None and out_channels != channels:
@@ -203,7 +215,8 @@ def parse_network(payload: bytes, channels: int | None = None) -> NetworkConfig:
     if upsample >= len(UPSAMPLE_MODES) or any(k > MAX_KERNEL for k in kernels):
         raise DecodeError("invalid network description")
     try:
-        cfg = NetworkConfig(tuple(widths), tuple(kernels), input_channels, out_channels, shuffle, UPSAMPLE_MODES[upsample])
+        cfg = NetworkConfig(tuple(widths), tuple(kernels), input_channels, out_channels, shuffle,
+                            UPSAMPLE_MODES[upsample], ACTIVATIONS[activation])
     except ValueError as exc:
         raise DecodeError(f"invalid network description ({exc})") from None
     if cfg.parameter_count() > MAX_PARAMETERS:
@@ -257,15 +270,17 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
     return tuple(codes), tuple(models)
 
 
-def framed_body(data: bytes, magic: bytes, version: int, what: str, *, min_size: int, max_size: int) -> bytes:
-    """Check a base model's or sequence's magic, version and CRC32 (the framing they share with
-    ``.dip`` files); return the bytes before the CRC."""
+def framed_body(data: bytes, magic: bytes, versions: tuple[int, ...], what: str, *, min_size: int,
+                max_size: int) -> bytes:
+    """Check a base model's or sequence's magic, version (one of ``versions``) and CRC32 (the framing
+    they share with ``.dip`` files); return the bytes before the CRC."""
     if len(data) < min_size or data[:4] != magic:
         raise DecodeError(f"not a dipcodec {what} (bad magic)")
     if len(data) > max_size:
         raise DecodeError(f"{what} file is larger than any dipcodec {what} can be")
-    if data[4] != version:
-        raise DecodeError(f"unsupported {what} version {data[4]} (this decoder reads version {version})")
+    if data[4] not in versions:
+        readable = " and ".join(map(str, versions))
+        raise DecodeError(f"unsupported {what} version {data[4]} (this decoder reads version {readable})")
     body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     if zlib.crc32(body) != crc:
         raise DecodeError(f"checksum mismatch: the {what} file is damaged")
@@ -344,7 +359,7 @@ def unpack(data: bytes) -> Bitstream:
         raise DecodeError("base-model reference and base section disagree")
     if base_id is not None and len(base_id) != BASE_ID_BYTES:
         raise DecodeError(f"base id must be {BASE_ID_BYTES} bytes")
-    network = parse_network(sections[TAG_NETWORK], ch)
+    network = parse_network(sections[TAG_NETWORK], ch, activation_byte=f["version"] >= ACTIVATION_SINCE)
     check_network_limits(network, scale * h, scale * w, DecodeError)
     codes, models = _parse_table(sections[TAG_TABLE], len(network.tensor_shapes()))
     if any(m.low < m.high for m in models) and not sections[TAG_WEIGHTS]:

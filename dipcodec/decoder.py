@@ -139,6 +139,7 @@ def info(data: bytes) -> dict:
             "input_channels": cfg.input_channels,
             "shuffle": cfg.shuffle,
             "upsample": cfg.upsample,
+            "activation": cfg.activation,
         },
         "parameters": params,
         "section_bytes": section_sizes(data),

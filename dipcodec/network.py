@@ -1,8 +1,8 @@
 """The generator network: fixed seeded noise -> upsampling stages -> image.
 
 A Deep Decoder-style stack sized for compression. Each stage is conv -> per-channel normalization ->
-ReLU, with a 2x upsampling between stages; the last stage runs at ``1/shuffle`` of the image size and a
-1x1 convolution emits ``shuffle**2`` sub-pixels per output pixel (pixel shuffle). Keeping every hidden
+activation (ReLU or sine), with a 2x upsampling between stages; the last stage runs at ``1/shuffle``
+of the image size and a 1x1 convolution emits ``shuffle**2`` sub-pixels per output pixel (pixel shuffle). Keeping every hidden
 tensor below full resolution is what makes a fit affordable on a CPU. Normalization uses the statistics
 of the current image only (no running averages), so encoder and decoder compute the same function.
 """
@@ -20,10 +20,15 @@ from torch import nn
 
 from .noise import INPUT_STREAM, uniform, weight_stream
 
-__all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "fixed_input", "reference_weights", "padded_size", "decode_cost"]
+__all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "ACTIVATIONS", "fixed_input", "reference_weights",
+           "padded_size", "decode_cost"]
 
 Upsample = Literal["bilinear", "nearest"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")
+Activation = Literal["relu", "sine"]
+ACTIVATIONS: tuple[Activation, ...] = ("relu", "sine")
+"""What follows each normalization: max(x, 0), or sin(x). With sines a stage mixes the frequencies
+of its input maps (sums and differences), which ReLUs can only approximate with kinks."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class NetworkConfig:
     out_channels: Literal[1, 3]
     shuffle: int = 2
     upsample: Upsample = "bilinear"
+    activation: Activation = "relu"
 
     def __post_init__(self) -> None:
         if not self.channels or len(self.channels) != len(self.kernel_sizes):
@@ -50,6 +56,8 @@ class NetworkConfig:
             raise ValueError("out_channels must be 1 or 3 and shuffle 1, 2 or 4")
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}")
 
     @property
     def stride(self) -> int:
@@ -175,7 +183,8 @@ class Generator(nn.Module):
                 x = F.pad(x, (k // 2,) * 4, mode="reflect" if min(x.shape[-2:]) > k // 2 else "replicate")
             if not conv_first:
                 x = F.conv2d(x, conv_w)
-            x = F.relu(F.group_norm(x, x.shape[1], gain, bias, eps=1e-5))
+            x = F.group_norm(x, x.shape[1], gain, bias, eps=1e-5)
+            x = torch.sin(x) if cfg.activation == "sine" else F.relu(x)
         x = F.conv2d(x, w[-2], w[-1])
         if cfg.shuffle > 1:
             x = F.pixel_shuffle(x, cfg.shuffle)

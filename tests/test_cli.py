@@ -96,7 +96,7 @@ def test_decode_to_other_formats(capsys, dip_file, tmp_path):
 def test_info(capsys, dip_file):
     code, out, err = run(capsys, "info", dip_file)
     assert code == 0 and err == ""
-    assert out.startswith(f"{dip_file}: dipcodec format 2, {dip_file.stat().st_size} bytes")
+    assert out.startswith(f"{dip_file}: dipcodec format 3, {dip_file.stat().st_size} bytes")
     assert "32x24" in out and "parameters" in out and "bpp" in out
 
 

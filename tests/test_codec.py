@@ -126,7 +126,7 @@ def test_smallest_image_roundtrip_and_unreachable_rate_warns():
 
 def test_info_fields(encoded_rgb):
     info = dipcodec.info(encoded_rgb)
-    assert info["format_version"] == 2
+    assert info["format_version"] == 3
     assert (info["width"], info["height"], info["channels"]) == (32, 32, 3)
     assert info["file_bytes"] == len(encoded_rgb)
     assert sum(info["section_bytes"].values()) == len(encoded_rgb)
@@ -364,7 +364,7 @@ def test_not_a_dip_file_raises_decode_error(data):
 
 def test_unknown_version_raises_decode_error(encoded_rgb):
     bad = bytearray(encoded_rgb)
-    bad[4] = 3
+    bad[4] = 4
     with pytest.raises(DecodeError, match="version"):
         dipcodec.decode(bytes(bad))
 

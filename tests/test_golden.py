@@ -1,5 +1,6 @@
 """The golden files: every version of dipcodec must decode each of them to its pinned pixels, and no
-mutation of them may crash the decoder. Version 1 is a plain file; version 2 a 2x super-resolution."""
+mutation of them may crash the decoder. Version 1 is a plain file; version 2 a 2x super-resolution;
+version 3 a plain file of a sine network, at 96x64."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import dipcodec
 from dipcodec import DecodeError
 
 DATA = Path(__file__).parent / "data"
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
+SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96)}
+MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1)}
+
+
+def golden_source(version: int) -> np.ndarray:
+    """The image each golden file was coded from (version 3: the test card scaled to 96x64)."""
+    card = Image.open(DATA / "golden-source.png")
+    return np.asarray(card.resize((96, 64), Image.LANCZOS) if version == 3 else card).astype(float)
 
 
 @pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"v{v}")
@@ -32,24 +41,25 @@ def golden(version) -> bytes:
 def test_golden_decodes_to_pinned_pixels(golden, version):
     expected = np.asarray(Image.open(DATA / f"golden-v{version}.png"))
     decoded = dipcodec.decode(golden)
-    assert decoded.shape == expected.shape == (24, 40, 3)
+    assert decoded.shape == expected.shape == (*SIZES[version], 3)
     # Float convolutions may round differently in another BLAS; allow a stray 1-level flip, nothing more.
     difference = np.abs(decoded.astype(int) - expected.astype(int))
     assert difference.max() <= 1
     assert np.count_nonzero(difference) <= expected.size // 1000
 
 
-def test_golden_still_resembles_its_source(golden):
-    source = np.asarray(Image.open(DATA / "golden-source.png")).astype(float)
+def test_golden_still_resembles_its_source(golden, version):
+    source = golden_source(version)
     mse = np.mean((dipcodec.decode(golden).astype(float) - source) ** 2)
     assert 10 * np.log10(255**2 / mse) > 20
 
 
 def test_golden_info(golden, version):
     details = dipcodec.info(golden)
-    assert (details["width"], details["height"], details["channels"]) == (40, 24, 3)
+    assert (details["height"], details["width"], details["channels"]) == (*SIZES[version], 3)
     assert details["seed"] == 7 and details["format_version"] == version
-    assert (details["mode"], details["scale"]) == (("plain", 1), ("super-resolution", 2))[version - 1]
+    assert (details["mode"], details["scale"]) == MODES[version]
+    assert details["architecture"]["activation"] == ("sine" if version == 3 else "relu")
     assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
 
 

@@ -1,38 +1,98 @@
-"""The network: shapes, the seeded reference, and the computation order the format leaves free."""
+"""The network: shapes, the seeded reference, its activation, and the computation order the format leaves free."""
 
 from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import dipcodec
+from dipcodec.container import VERSION, Bitstream, network_bytes, pack, parse_network
+from dipcodec.entropy import encode_symbols, fit_model
+from dipcodec.errors import DecodeError
 from dipcodec.network import Generator, NetworkConfig, fixed_input, padded_size, reference_weights
+from dipcodec.quantize import quantize
 
 TAPERED = NetworkConfig(channels=(12, 12, 6), kernel_sizes=(1, 1, 1), input_channels=12, out_channels=3, shuffle=2)
 
 
+SINE = dataclasses.replace(TAPERED, activation="sine")
+
+
 def _upsample_then_convolve(config: NetworkConfig, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The forward pass exactly as docs/FORMAT.md defines it, without the convolve-first shortcut."""
+    activation = torch.sin if config.activation == "sine" else F.relu
     for stage, k in enumerate(config.kernel_sizes):
         conv_w, gain, bias = weights[3 * stage : 3 * stage + 3]
         if stage > 0:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = F.relu(F.group_norm(F.conv2d(x, conv_w), conv_w.shape[0], gain, bias, eps=1e-5))
+        x = activation(F.group_norm(F.conv2d(x, conv_w), conv_w.shape[0], gain, bias, eps=1e-5))
     x = F.pixel_shuffle(F.conv2d(x, weights[-2], weights[-1]), config.shuffle)
     return torch.sigmoid(x)
 
 
-def test_convolve_first_equals_upsample_then_convolve():
+@pytest.mark.parametrize("config", [TAPERED, SINE], ids=["relu", "sine"])
+def test_convolve_first_equals_upsample_then_convolve(config):
     rng = np.random.default_rng(0)
-    weights = [rng.normal(0, 0.5, s).astype(np.float32) for s in TAPERED.tensor_shapes()]
-    net = Generator(TAPERED).load(weights)
-    noise = fixed_input(TAPERED, 3, 32, 48)
+    weights = [rng.normal(0, 0.5, s).astype(np.float32) for s in config.tensor_shapes()]
+    net = Generator(config).load(weights)
+    noise = fixed_input(config, 3, 32, 48)
     with torch.no_grad():
         fast = net(noise)
-        reference = _upsample_then_convolve(TAPERED, [torch.from_numpy(w) for w in weights], noise)
+        reference = _upsample_then_convolve(config, [torch.from_numpy(w) for w in weights], noise)
     assert fast.shape == reference.shape == (1, 3, 32, 48)
     assert torch.max(torch.abs(fast - reference)).item() < 1e-5
+
+
+def test_the_activation_changes_the_function():
+    weights = reference_weights(TAPERED, 0)
+    noise = fixed_input(TAPERED, 3, 32, 48)
+    with torch.no_grad():
+        relu, sine = Generator(TAPERED).load(weights)(noise), Generator(SINE).load(weights)(noise)
+    assert torch.mean(torch.abs(relu - sine)).item() > 1e-3
+
+
+def test_relu_descriptions_are_unchanged_and_sine_adds_one_byte():
+    # A ReLU network is written as versions 1 and 2 wrote it (base model ids depend on these bytes).
+    assert network_bytes(TAPERED) == bytes([3, 12, 12, 1, 12, 1, 6, 1, 3, 2, 0])
+    assert network_bytes(SINE) == network_bytes(TAPERED) + bytes([1])
+    assert parse_network(network_bytes(SINE)) == SINE
+    assert parse_network(network_bytes(TAPERED)) == TAPERED
+
+
+@pytest.mark.parametrize("payload, message", [
+    (network_bytes(TAPERED) + bytes([0]), "invalid activation"),  # ReLU is never written as a byte
+    (network_bytes(TAPERED) + bytes([2]), "invalid activation"),
+    (network_bytes(SINE) + bytes([1]), "trailing bytes"),
+])
+def test_bad_activation_bytes_are_decode_errors(payload, message):
+    with pytest.raises(DecodeError, match=message):
+        parse_network(payload)
+
+
+def test_the_activation_byte_is_refused_before_version_3():
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        parse_network(network_bytes(SINE), activation_byte=False)
+
+
+def test_a_version_2_file_cannot_carry_a_sine_network():
+    weights = reference_weights(SINE, 5)
+    symbols = quantize(weights, weights, [0] * len(weights))
+    models = [fit_model(s) for s in symbols]
+    data = pack(Bitstream(width=48, height=32, channels=3, seed=5, network=SINE, step_codes=(0,) * len(weights),
+                          models=tuple(models), weights=encode_symbols(symbols, models)))
+    assert data[4] == VERSION == 3
+    assert dipcodec.decode(data).shape == (32, 48, 3)
+    assert dipcodec.info(data)["architecture"]["activation"] == "sine"
+    body = bytearray(data[:-4])
+    body[4] = 2
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        dipcodec.decode(bytes(body) + struct.pack("<I", zlib.crc32(body)))
 
 
 def test_tensor_shapes_match_the_parameter_count():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -55,6 +59,19 @@ def test_base_id_is_a_hash_of_the_weights(tiny_base):
     assert other.id != tiny_base.id
     relabelled = BaseModel(tiny_base.network, tiny_base.weights, {"note": "different description"})
     assert relabelled.id == tiny_base.id
+
+
+def test_a_sine_base_is_written_as_version_2_and_a_relu_base_as_version_1(tiny_base):
+    sine = BaseModel(dataclasses.replace(tiny_base.network, activation="sine"), tiny_base.weights)
+    relu = BaseModel(dataclasses.replace(tiny_base.network, activation="relu"), tiny_base.weights)
+    data = base_to_bytes(sine)
+    assert data[4] == 2 and base_to_bytes(relu)[4] == 1
+    loaded = base_from_bytes(data)
+    assert loaded.network == sine.network and loaded.id == sine.id != relu.id
+    body = bytearray(data[:-4])
+    body[4] = 1  # version 1 knows no activation byte
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        base_from_bytes(bytes(body) + struct.pack("<I", zlib.crc32(body)))
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "magic", "length"])
@@ -135,24 +152,28 @@ def test_a_base_for_other_images_is_refused(tiny_base):
 
 
 def test_default_base_is_a_shipped_base_close_to_the_affordable_width():
-    from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network
+    from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network, network_layout
     from dipcodec.transfer.basefile import shipped_bases
 
     assert len(shipped_bases()) >= 1
     shipped = shipped_bases()[0]
     width = shipped.network.input_channels
+    # The shipped bases were trained for the ReLU network, which restoration modes use.
+    assert shipped.network == network_layout(512, 768, 3, restoring=True)(width)
     # A budget that affords a slightly wider network than the base's: the base is taken, as it is.
-    budget = BITS_PER_WEIGHT * standard_network(width + 2).parameter_count()
-    assert choose_network(512, 768, 3, budget).input_channels == width + 2
-    start = base_start("default", 512, 768, 3, budget)
+    budget = BITS_PER_WEIGHT * network_layout(512, 768, 3, restoring=True)(width + 2).parameter_count()
+    assert choose_network(512, 768, 3, budget, restoring=True).input_channels == width + 2
+    start = base_start("default", 512, 768, 3, budget, restoring=True)
     assert start is not None and start.kind == "base" and start.base_id == shipped.id
     assert start.network == shipped.network
     # A budget for a network much wider than any base near it: a shipped base within 90% of it, or the seed.
-    wide = choose_network(512, 768, 3, 4 * budget).input_channels
-    start = base_start("default", 512, 768, 3, 4 * budget)
+    wide = choose_network(512, 768, 3, 4 * budget, restoring=True).input_channels
+    start = base_start("default", 512, 768, 3, 4 * budget, restoring=True)
     assert start is None or 0.9 * wide <= start.network.input_channels <= wide
-    assert base_start("default", 512, 768, 1, budget) is None  # no grayscale bases ship
-    assert base_start("none", 512, 768, 3, budget) is None
+    assert base_start("default", 512, 768, 1, budget, restoring=True) is None  # no grayscale bases ship
+    assert base_start("none", 512, 768, 3, budget, restoring=True) is None
+    # No shipped base has the sine network that plain compression uses: it starts from the seed.
+    assert base_start("default", 512, 768, 3, budget) is None
 
 
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():

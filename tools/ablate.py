@@ -9,6 +9,7 @@ Layouts (all 1x1 convolutions unless named otherwise; widths chosen for ~BITS bi
   default   what the encoder picks now (choose_network)
   shuffle4  stages at 1/4 size from an input at 1/INPUT, then a 4x pixel shuffle
   taper     stages at 1/4 size from an input at 1/INPUT, a half-width stage at 1/2 size, 2x shuffle
+  taper2    taper whose 1/4-size stage is half width and 1/2-size stage quarter width (input 1/16)
   k3        shuffle4 with 3x3 kernels in the first two stages
   six       shuffle4 with one more stage (input at 1/128)
   nearest   shuffle4 with nearest-neighbour upsampling
@@ -31,15 +32,18 @@ from dipcodec.network import NetworkConfig
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
 
-def layout(name: str, input_fraction: int, channels: int, k: int) -> NetworkConfig:
+def layout(name: str, input_fraction: int, channels: int, k: int, activation: str = "relu") -> NetworkConfig:
+    if name == "taper2":
+        return NetworkConfig((k, k, max(k // 2, 4), max(k // 4, 4)), (1,) * 4, k, channels, 2, activation=activation)
     quarter = int(math.log2(input_fraction // 4)) + 1  # stages at 1/4 size, the first one on the input
     if name == "taper":
-        return NetworkConfig((k,) * quarter + (max(k // 2, 4),), (1,) * (quarter + 1), k, channels, 2)
+        return NetworkConfig((k,) * quarter + (max(k // 2, 4),), (1,) * (quarter + 1), k, channels, 2,
+                             activation=activation)
     if name == "six":
         quarter += 1
     kernels = (3, 3) + (1,) * (quarter - 2) if name == "k3" else (1,) * quarter
     upsample = "nearest" if name == "nearest" else "bilinear"
-    return NetworkConfig((k,) * quarter, kernels, k, channels, 4, upsample)
+    return NetworkConfig((k,) * quarter, kernels, k, channels, 4, upsample, activation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("image", help="Kodak image name, e.g. kodim05")
     p.add_argument("bpp", type=float)
     p.add_argument("iterations", type=int)
-    p.add_argument("--network", default="default", choices=("default", "shuffle4", "taper", "k3", "six", "nearest"))
+    p.add_argument("--network", default="default", choices=("default", "shuffle4", "taper", "taper2", "k3", "six", "nearest"))
+    p.add_argument("--activation", default="relu", choices=("relu", "sine"))
     p.add_argument("--input-fraction", type=int, default=64, help="fixed input at 1/N of the image side")
     p.add_argument("--bits-per-weight", type=float, default=6.0)
     p.add_argument("--lr", type=float, default=0.02)
@@ -58,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--input-fraction must be a power of two, 8 or more")
 
     encoder.BITS_PER_WEIGHT = args.bits_per_weight
+    if args.network == "default" and args.activation != "relu":
+        p.error("--activation needs a named --network")
     if args.network != "default":
-        def choose(height: int, width: int, channels: int, budget_bits: float) -> NetworkConfig:
-            return encoder.widest_network(lambda k: layout(args.network, args.input_fraction, channels, k),
+        def choose(height: int, width: int, channels: int, budget_bits: float, shuffle: int = 2) -> NetworkConfig:
+            return encoder.widest_network(lambda k: layout(args.network, args.input_fraction, channels, k,
+                                                                        args.activation),
                                           height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose
     encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),

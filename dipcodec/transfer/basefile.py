@@ -27,11 +27,14 @@ from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, netw
 from ..errors import DecodeError, InputError
 from ..network import NetworkConfig
 
-__all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_SUFFIX", "SHIPPED_DIR", "base_id", "base_to_bytes",
+__all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id", "base_to_bytes",
            "base_from_bytes", "load_base", "save_base", "shipped_bases", "find_base"]
 
 BASE_MAGIC = b"DIPB"
-BASE_VERSION = 1
+BASE_VERSION = 2
+"""The version written for a base whose network description has an activation byte (a sine
+network); a ReLU base is written as version 1, byte for byte what earlier releases wrote."""
+BASE_READABLE_VERSIONS = (1, 2)
 BASE_SUFFIX = ".dipbase"
 SHIPPED_DIR = Path(__file__).with_name("bases")
 MAX_INFO_BYTES = 1 << 16
@@ -71,7 +74,8 @@ def base_id(network: NetworkConfig, weights: Iterable[np.ndarray]) -> bytes:
 def base_to_bytes(base: BaseModel) -> bytes:
     net = network_bytes(base.network)
     info = json.dumps(base.info, sort_keys=True, separators=(",", ":")).encode()
-    body = bytearray(BASE_MAGIC) + bytes([BASE_VERSION]) + varint(len(net)) + net + varint(len(info)) + info
+    version = 1 if base.network.activation == "relu" else BASE_VERSION
+    body = bytearray(BASE_MAGIC) + bytes([version]) + varint(len(net)) + net + varint(len(info)) + info
     for w in base.weights:
         body += np.ascontiguousarray(w, "<f4").tobytes()
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
@@ -79,10 +83,12 @@ def base_to_bytes(base: BaseModel) -> bytes:
 
 def base_from_bytes(data: bytes) -> BaseModel:
     """Parse a ``.dipbase`` file; any damage is a :class:`DecodeError`."""
-    body = framed_body(bytes(data), BASE_MAGIC, BASE_VERSION, "base model", min_size=10, max_size=MAX_FILE_BYTES)
+    body = framed_body(bytes(data), BASE_MAGIC, BASE_READABLE_VERSIONS, "base model", min_size=10,
+                       max_size=MAX_FILE_BYTES)
     r = Reader(body, "base model")
     r.take(5, "magic")
-    network = parse_network(r.take(r.varint("network length", 256), "network description"))
+    network = parse_network(r.take(r.varint("network length", 256), "network description"),
+                            activation_byte=body[4] >= 2)
     try:
         info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
     except (UnicodeDecodeError, json.JSONDecodeError):

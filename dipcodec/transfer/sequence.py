@@ -52,7 +52,7 @@ def is_sequence(data: bytes) -> bool:
 
 def unpack_sequence(data: bytes) -> SequenceFile:
     """Split a ``.dips`` file into its frames (each is checked when it is decoded)."""
-    body = framed_body(bytes(data), SEQUENCE_MAGIC, SEQUENCE_VERSION, "sequence", min_size=11,
+    body = framed_body(bytes(data), SEQUENCE_MAGIC, (SEQUENCE_VERSION,), "sequence", min_size=11,
                        max_size=MAX_SEQUENCE_BYTES)
     average = body[5]
     if not 1 <= average <= MAX_AVERAGE:
