@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.network == "default" and args.activation != "relu":
         p.error("--activation needs a named --network")
     if args.network != "default":
-        def choose(height: int, width: int, channels: int, budget_bits: float, shuffle: int = 2) -> NetworkConfig:
-            return encoder.widest_network(lambda k: layout(args.network, args.input_fraction, channels, k,
-                                                                        args.activation),
-                                          height, width, budget_bits / args.bits_per_weight)
+        def choose(height: int, width: int, channels: int, budget_bits: float, shuffle: int = 2,
+                   restoring: bool = False) -> NetworkConfig:
+            config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation)
+            return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose
     encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),
                                               learning_rate=args.lr, qat_learning_rate=args.qat_lr)
