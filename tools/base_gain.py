@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from dipcodec.encoder import FittedNetwork, Start
+from dipcodec.evaluation.run import parse_images
 from dipcodec.fit import FitSchedule
 from dipcodec.images import read_image
 from dipcodec.network import reference_weights
 from dipcodec.transfer.basefile import load_base
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
-KODAK6 = ("kodim01", "kodim05", "kodim07", "kodim14", "kodim20", "kodim23")
 
 
 def curve(pixels: np.ndarray, schedule: FitSchedule, start: Start) -> list[float]:
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     base = load_base(args.base)
-    names = (KODAK6 if args.images == "kodak6" else
-             [f"kodim{i:02d}" for i in range(1, 25)] if args.images == "all" else args.images.split(","))
+    names = [f"kodim{i:02d}" for i in range(1, 25)] if args.images == "all" else parse_images(args.images)
     schedule = FitSchedule(iterations=args.iterations, qat_iterations=0, learning_rate=args.lr)
     rows = []
     print("| image | seed: best PSNR | base: PSNR at the same iteration | base reaches seed's best at | ratio |")

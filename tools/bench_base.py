@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dipcodec.encoder import encode_detailed
+from dipcodec.evaluation import psnr
 from dipcodec.evaluation.bdrate import bd_psnr, bd_rate
+from dipcodec.evaluation.run import parse_images, provenance
 from dipcodec.images import read_image
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
-KODAK6 = ("kodim01", "kodim05", "kodim07", "kodim14", "kodim20", "kodim23")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    names = KODAK6 if args.images == "kodak6" else args.images.split(",")
+    names = parse_images(args.images)
     rates = [float(b) for b in args.bpp.split(",")]
-    report = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "images": {}}
+    report = provenance(sys.argv) | {"images": {}}
     print("| image | bpp | seed: bpp, PSNR, s | base: bpp, PSNR, s |")
     print("|---|---|---|---|")
     for name in names:
@@ -51,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 result = encode_detailed(pixels, bpp=bpp, preset=args.preset, base=base)
                 seconds = time.perf_counter() - t0
-                mse = float(np.mean((result.pixels.astype(np.float64) - pixels) ** 2))
-                point = {"bpp": 8 * len(result.data) / pixels[..., 0].size, "psnr": 10 * np.log10(255**2 / mse),
+                point = {"bpp": 8 * len(result.data) / pixels[..., 0].size, "psnr": psnr(pixels, result.pixels),
                          "seconds": seconds, "width": result.network.input_channels}
                 points[kind].append(point)
                 row.append(f"{point['bpp']:.4f}, {point['psnr']:.2f} dB, {seconds:.0f} s (width {point['width']})")

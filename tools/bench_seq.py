@@ -13,25 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dipcodec.encoder import encode_detailed
+from dipcodec.evaluation import psnr
+from dipcodec.evaluation.run import provenance
 from dipcodec.images import read_image
 from dipcodec.transfer.warmstart import encode_sequence
 
 SEQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seq"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return 10 * np.log10(255**2 / mse)
 
 
 class Counter:
@@ -55,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    report = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "clips": {}}
+    report = provenance(sys.argv) | {"clips": {}}
     for clip in args.clips.split(","):
         paths = sorted((args.seq / clip / "clean").glob("*.png"))[: args.frames]
         frames = [read_image(f) for f in paths]

@@ -40,7 +40,7 @@ from .metrics import measure
 __all__ = ["Codec", "CODECS", "DEFAULT_CODECS", "DEFAULT_TARGETS", "IMAGE_SETS", "PRESETS", "EvalConfig",
            "SourceImage", "Results", "parse_codecs", "parse_targets", "parse_images", "find_images", "evaluate",
            "collect", "load_rgb", "budget_bytes", "NOT_CODEC", "codec_source", "source_hash", "command_line", "machine",
-           "run_task"]
+           "provenance", "run_task"]
 
 Codec = Literal["dipcodec", "jpeg", "webp", "jpeg2000", "avif"]
 CODECS: tuple[Codec, ...] = ("dipcodec", *CLASSIC_CODECS)
@@ -232,6 +232,15 @@ def machine() -> str:
     except (OSError, IndexError, ValueError):
         pass
     return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}"
+
+
+def provenance(argv: Sequence[str]) -> dict:
+    """The record a benchmark script writes with its numbers: its command, the date (UTC), the
+    machine and torch's thread count."""
+    import torch
+
+    return {"command": " ".join(argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{machine()}, {torch.get_num_threads()} torch threads"}
 
 
 def budget_bytes(target: float, pixels: int) -> int:
