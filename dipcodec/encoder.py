@@ -8,6 +8,7 @@ rate follows the image's content the way JPEG's quality does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -24,27 +25,37 @@ from .errors import InputError, warn
 from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse, quantization_aware_fit,
                   rounding_sensitivities)
 from .images import as_array
-from .network import Activation, Generator, NetworkConfig, fixed_input, reference_weights
+from .network import Activation, Generator, NetworkConfig, decode_cost, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, restoration_for
 
 if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
 
-__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "choose_network",
-           "widest_network", "network_layout", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start",
-           "base_start", "code_image", "check_settings", "DEFAULT_BASE"]
+__all__ = ["Preset", "NetworkPurpose", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp",
+           "choose_network", "widest_network", "network_layout", "iteration_cost", "stretched_schedule",
+           "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
+           "check_settings", "DEFAULT_BASE"]
 
 Preset = Literal["fast", "default", "best"]
+NetworkPurpose = Literal["compress", "restore", "upscale"]
+"""What a network is for, which decides its layout (:func:`choose_network`)."""
 PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
-    # fast < 1 minute, default < 5 minutes, best < 10 minutes.
+    # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
+    # (stretched_schedule).
     "fast": FitSchedule(iterations=450, qat_iterations=60),
     "default": FitSchedule(iterations=2200, qat_iterations=300),
     "best": FitSchedule(iterations=4500, qat_iterations=500),
 }
 DEFAULT_QUALITY = 75
+ELEMENTWISE_COST = 344.0
+"""An iteration's work per pixel besides its multiply-adds (normalizations, sines, upsampling), in
+multiply-add equivalents: fitted to the sine network's iteration times on 768x512 on the reference
+machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets")."""
+MAX_STRETCH = 2.0
+"""The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
 BITS_PER_WEIGHT = 8.0
 """Expected coded bits per weight at the working fineness; sizes the network for a bit budget. At 8
 rather than 6 the network is narrower with finer steps: the same decoded PSNR at 0.5 bpp, almost no
@@ -85,8 +96,8 @@ def quality_to_bpp(quality: float) -> float:
     return 0.25 * 2.0 ** ((quality - 50) / 25)
 
 
-def choose_network(height: int, width: int, channels: int, budget_bits: float, *, shuffle: int = 2,
-                   restoring: bool = False) -> NetworkConfig:
+def choose_network(height: int, width: int, channels: int, budget_bits: float, *,
+                   purpose: NetworkPurpose = "compress") -> NetworkConfig:
     """A Deep Decoder (1x1 convolutions) with about ``budget_bits / BITS_PER_WEIGHT`` weights.
 
     For compression, on images of 64 pixels or more a side: a fixed input at 1/16 of the image size,
@@ -98,25 +109,26 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
     fine stages, gain 0.2 to 0.6 dB at the default preset's length and fit a third faster. Smaller
     images get a plain ReLU stack with an input of 4 to 7 pixels on its short side.
 
-    ``restoring`` picks the Deep Image Prior's measured network (ReLUs, widths k, k, k, k/2), whose
-    bias towards natural images is what inpainting and denoising rely on. ``shuffle=1`` adds a stage
-    at full size instead of the pixel shuffle (super-resolution: shuffled sub-pixels are free to draw
-    patterns that its downsampler never sees); the decoder's limit of 16 floats per pixel then caps
-    that stage at 16 channels.
+    ``purpose="restore"`` picks the Deep Image Prior's measured network (ReLUs, widths k, k, k, k/2),
+    whose bias towards natural images is what inpainting and denoising rely on. ``"upscale"`` (super-
+    resolution) adds a stage at full size instead of the pixel shuffle: shuffled sub-pixels are free
+    to draw patterns that its downsampler never sees. The decoder's limit of 16 floats per pixel then
+    caps that stage at 16 channels.
     """
-    return widest_network(network_layout(height, width, channels, shuffle=shuffle, restoring=restoring),
-                          height, width, max(budget_bits / BITS_PER_WEIGHT, 64))
+    return widest_network(network_layout(height, width, channels, purpose), height, width,
+                          max(budget_bits / BITS_PER_WEIGHT, 64))
 
 
-def network_layout(height: int, width: int, channels: int, *, shuffle: int = 2,
-                   restoring: bool = False) -> Callable[[int], NetworkConfig]:
+def network_layout(height: int, width: int, channels: int,
+                   purpose: NetworkPurpose = "compress") -> Callable[[int], NetworkConfig]:
     """The encoder's network for an image of this size, as a function of its width k
     (:func:`choose_network` says which layout and why)."""
     short = min(height, width)
     activation: Activation = "relu"
-    if short >= 64 and shuffle == 1:
+    shuffle = 1 if purpose == "upscale" else 2
+    if short >= 64 and purpose == "upscale":
         layout = lambda k: ((k, k, k, k, min(max(k // 2, 4), MAX_FULL_SIZE_WIDTH)), 1)
-    elif short >= 64 and restoring:
+    elif short >= 64 and purpose == "restore":
         layout = lambda k: ((k, k, k, max(k // 2, 4)), 2)
     elif short >= 64:
         layout, activation = lambda k: ((k, k, max(k // 2, 4), max(k // 4, 4)), 2), "sine"
@@ -149,6 +161,26 @@ def widest_network(config_for_width: Callable[[int], NetworkConfig], height: int
             break
         best = k
     return config_for_width(best)
+
+
+def iteration_cost(config: NetworkConfig, height: int, width: int) -> float:
+    """Relative cost per pixel of one fitting iteration (its time on the reference machine is linear in it)."""
+    return decode_cost(config, height, width)[1] + ELEMENTWISE_COST
+
+
+@functools.cache
+def _preset_cost() -> float:
+    """The cost of the network the presets were sized for: a 768x512 RGB image at the default quality."""
+    return iteration_cost(choose_network(512, 768, 3, quality_to_bpp(DEFAULT_QUALITY) * 512 * 768), 512, 768)
+
+
+def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int, width: int) -> FitSchedule:
+    """The schedule with as many more iterations as ``config`` is cheaper than the presets' network
+    (at most MAX_STRETCH times as many), so low rates use the time a preset promises: narrow networks
+    underfit most (kodim07 at 0.25 bpp gains 0.57 dB from 450 to 900 iterations). A dearer network
+    keeps the preset's count."""
+    factor = min(max(_preset_cost() / iteration_cost(config, height, width), 1.0), MAX_STRETCH)
+    return dataclasses.replace(schedule, iterations=round(schedule.iterations * factor))
 
 
 class _Coder:
@@ -203,9 +235,10 @@ def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Ten
 
 BaseChoice = Union[str, os.PathLike, "BaseModel", None]
 DEFAULT_BASE = "none"
-"""What ``encode`` starts from when no base is named: the seed. A shipped base (``"default"``) gained
--16% BD-rate on kodak6 at the fast preset but lost 0.58 dB on kodim07 at 0.5 bpp at the default
-preset (BENCHMARKS.md, "Base models"), so it is asked for, not assumed."""
+"""What ``encode`` starts from when no base is named: the seed. A shipped base (``"default"``) speeds
+up short fits but has hurt long ones (the ReLU base: -16% BD-rate on kodak6 at the fast preset, yet
+-0.58 dB on kodim07 at 0.5 bpp at the default one; BENCHMARKS.md, "Base models"), so it is asked
+for, not assumed."""
 
 
 BASE_MIN_WIDTH_SHARE = 0.9
@@ -231,7 +264,7 @@ class Start:
 
 
 def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_bits: float,
-               shuffle: int = 2, restoring: bool = False) -> Start | None:
+               purpose: NetworkPurpose = "compress") -> Start | None:
     """Resolve ``base`` for an image of this (output) size: ``"none"``/None, ``"default"`` (the widest
     shipped base no wider than the network the budget affords and at least BASE_MIN_WIDTH_SHARE of it,
     else None: the seed), a path to a ``.dipbase`` file, or a :class:`BaseModel`."""
@@ -240,9 +273,8 @@ def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_
     if base is None or base == "none":
         return None
     if isinstance(base, str) and base == "default":
-        layout = network_layout(height, width, channels, shuffle=shuffle, restoring=restoring)
-        widest = choose_network(height, width, channels, budget_bits, shuffle=shuffle,
-                                restoring=restoring).input_channels
+        layout = network_layout(height, width, channels, purpose)
+        widest = choose_network(height, width, channels, budget_bits, purpose=purpose).input_channels
         fitting = [b for b in shipped_bases() if b.network == layout(b.network.input_channels)
                    and BASE_MIN_WIDTH_SHARE * widest <= b.network.input_channels <= widest]
         return Start.of_base(fitting[-1]) if fitting else None
@@ -270,7 +302,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
     start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
-                       restoration.shuffle if restoration else 2, restoring=restoration is not None)
+                       restoration.purpose if restoration else "compress")
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
 
@@ -375,8 +407,7 @@ class FittedNetwork:
         channels = 1 if pixels.ndim == 2 else 3
         if start is None:
             self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
-                                         shuffle=restoration.shuffle if restoration else 2,
-                                         restoring=restoration is not None)
+                                         purpose=restoration.purpose if restoration else "compress")
             self.reference = reference_weights(self.config, seed)
         else:
             self.config, self.reference = start.network, [w.copy() for w in start.weights]
@@ -384,7 +415,9 @@ class FittedNetwork:
         self.noise = fixed_input(self.config, seed, *self.size).to(device)
         self.target = _as_tensor(pixels, device)
         self.loss_fn = restoration.loss(self.target) if restoration else image_mse
-        self.schedule = restoration.schedule(schedule, pixels) if restoration else schedule
+        # Restoration fits keep the preset's count: their lengths were chosen by measurement.
+        self.schedule = (restoration.schedule(schedule, pixels) if restoration
+                         else stretched_schedule(schedule, self.config, *self.size))
         self.total = self.schedule.iterations + self.schedule.qat_iterations  # rate control may add some
         self.report: IterationCallback | None = None
         self.float_psnr = float("nan")

@@ -22,7 +22,7 @@ def fitted():
     # About 1000 weights, coarsely quantized. The ReLU network: on it rounding errors add up the way
     # the sensitivities model (a sine network's gain from them is nil at the encoder's 8 bits per
     # weight, and unreliable at steps this coarse).
-    config = choose_network(64, 64, 3, 2.0 * 64 * 64, restoring=True)
+    config = choose_network(64, 64, 3, 2.0 * 64 * 64, purpose="restore")
     reference = reference_weights(config, 0)
     net = Generator(config).load(reference)
     noise = fixed_input(config, 0, 64, 64)
@@ -71,3 +71,20 @@ def test_sensitive_steps_cost_less_error_at_the_same_rate(fitted):
         assert len(data) <= budget
         errors[name] = _mse(net, noise, target, coder.dequantized(codes))
     assert errors["sensitive"] < errors["plain"], errors
+
+
+def test_cheaper_networks_get_more_iterations_up_to_the_cap():
+    from dipcodec.encoder import MAX_STRETCH, PRESETS, iteration_cost, stretched_schedule
+
+    fast = PRESETS["fast"]
+    at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
+    # The presets' own network (768x512 at the default quality, 0.5 bpp) and dearer ones keep the count.
+    assert stretched_schedule(fast, at(0.5), 512, 768) == fast
+    assert stretched_schedule(fast, at(0.75), 512, 768) == fast
+    # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
+    low = stretched_schedule(fast, at(0.25), 512, 768)
+    ratio = iteration_cost(at(0.5), 512, 768) / iteration_cost(at(0.25), 512, 768)
+    assert 1.2 < ratio < MAX_STRETCH and low.iterations == round(fast.iterations * ratio)
+    assert low.qat_iterations == fast.qat_iterations and low.learning_rate == fast.learning_rate
+    # The narrowest network is capped.
+    assert stretched_schedule(fast, at(0.01), 512, 768).iterations == round(MAX_STRETCH * fast.iterations)

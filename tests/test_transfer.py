@@ -151,29 +151,29 @@ def test_a_base_for_other_images_is_refused(tiny_base):
         dipcodec.encode(make_image(64, 64, gray=True), quality=75, preset="fast", base=tiny_base)
 
 
-def test_default_base_is_a_shipped_base_close_to_the_affordable_width():
+@pytest.mark.parametrize("purpose", ["compress", "restore"])
+def test_default_base_is_a_shipped_base_close_to_the_affordable_width(purpose):
     from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network, network_layout
     from dipcodec.transfer.basefile import shipped_bases
 
-    assert len(shipped_bases()) >= 1
-    shipped = shipped_bases()[0]
+    layout = network_layout(512, 768, 3, purpose)
+    # Bases ship for both layouts: the sine network of compression and the ReLU one of restoration.
+    ours = [b for b in shipped_bases() if b.network == layout(b.network.input_channels)]
+    assert ours
+    shipped = ours[0]
     width = shipped.network.input_channels
-    # The shipped bases were trained for the ReLU network, which restoration modes use.
-    assert shipped.network == network_layout(512, 768, 3, restoring=True)(width)
     # A budget that affords a slightly wider network than the base's: the base is taken, as it is.
-    budget = BITS_PER_WEIGHT * network_layout(512, 768, 3, restoring=True)(width + 2).parameter_count()
-    assert choose_network(512, 768, 3, budget, restoring=True).input_channels == width + 2
-    start = base_start("default", 512, 768, 3, budget, restoring=True)
+    budget = BITS_PER_WEIGHT * layout(width + 2).parameter_count()
+    assert choose_network(512, 768, 3, budget, purpose=purpose).input_channels == width + 2
+    start = base_start("default", 512, 768, 3, budget, purpose)
     assert start is not None and start.kind == "base" and start.base_id == shipped.id
     assert start.network == shipped.network
     # A budget for a network much wider than any base near it: a shipped base within 90% of it, or the seed.
-    wide = choose_network(512, 768, 3, 4 * budget, restoring=True).input_channels
-    start = base_start("default", 512, 768, 3, 4 * budget, restoring=True)
+    wide = choose_network(512, 768, 3, 4 * budget, purpose=purpose).input_channels
+    start = base_start("default", 512, 768, 3, 4 * budget, purpose)
     assert start is None or 0.9 * wide <= start.network.input_channels <= wide
-    assert base_start("default", 512, 768, 1, budget, restoring=True) is None  # no grayscale bases ship
-    assert base_start("none", 512, 768, 3, budget, restoring=True) is None
-    # No shipped base has the sine network that plain compression uses: it starts from the seed.
-    assert base_start("default", 512, 768, 3, budget) is None
+    assert base_start("default", 512, 768, 1, budget, purpose) is None  # no grayscale bases ship
+    assert base_start("none", 512, 768, 3, budget, purpose) is None
 
 
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--network", default="default", choices=("default", "shuffle4", "taper", "taper2", "k3", "six", "nearest"))
     p.add_argument("--activation", default="relu", choices=("relu", "sine"))
     p.add_argument("--input-fraction", type=int, default=64, help="fixed input at 1/N of the image side")
-    p.add_argument("--bits-per-weight", type=float, default=6.0)
+    p.add_argument("--bits-per-weight", type=float, default=encoder.BITS_PER_WEIGHT,
+                   help="sizes the network for the budget (default: the encoder's, %(default)s)")
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--qat-lr", type=float, default=0.0005)
     p.add_argument("--kodak", type=Path, default=KODAK)
@@ -63,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--input-fraction must be a power of two, 8 or more")
 
     encoder.BITS_PER_WEIGHT = args.bits_per_weight
+    encoder.MAX_STRETCH = 1.0  # exactly the iterations asked for, whatever the network's cost
     if args.network == "default" and args.activation != "relu":
         p.error("--activation needs a named --network")
     if args.network != "default":
-        def choose(height: int, width: int, channels: int, budget_bits: float, shuffle: int = 2,
-                   restoring: bool = False) -> NetworkConfig:
+        def choose(height: int, width: int, channels: int, budget_bits: float, purpose: str = "compress"
+                   ) -> NetworkConfig:
             config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation)
             return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose

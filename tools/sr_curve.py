@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     small = np.asarray(Image.fromarray(image).resize((w // 4, h // 4), Image.LANCZOS))
     bicubic = _luma_psnr(image, np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)))
     target = _as_tensor(small, torch.device("cpu"))
-    config = choose_network(h, w, 3, args.bpp * h * w, shuffle=args.shuffle)
+    config = choose_network(h, w, 3, args.bpp * h * w, purpose="upscale" if args.shuffle == 1 else "restore")
     if args.kernels:
         config = dataclasses.replace(config, kernel_sizes=tuple(int(k) for k in args.kernels.split(",")))
     net = Generator(config).load(reference_weights(config, 0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from ..container import MAX_SCALE, MAX_SIDE
 from ..errors import InputError, warn
 from ..fit import FitSchedule, Loss, image_mse
 from .downsample import lanczos_matrix
+
+if TYPE_CHECKING:
+    from ..encoder import NetworkPurpose
 
 __all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "DENOISE_JITTER",
            "DENOISE_AVERAGE_DECAY", "noise_level"]
@@ -65,10 +68,10 @@ class Restoration:
             raise InputError(f"{self.scale}x super-resolution of a {width}x{height} image exceeds {MAX_SIDE}x{MAX_SIDE}")
 
     @property
-    def shuffle(self) -> int:
-        """The network's pixel shuffle: none for super-resolution, whose downsampler would let the
-        shuffled sub-pixels draw any pattern it cannot see; the codec's usual 2 otherwise."""
-        return 1 if self.mode == "super-resolution" else 2
+    def purpose(self) -> NetworkPurpose:
+        """The network it needs: for super-resolution one without a pixel shuffle (its downsampler
+        would let shuffled sub-pixels draw any pattern it cannot see); the restoring one otherwise."""
+        return "upscale" if self.mode == "super-resolution" else "restore"
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self.scale * height, self.scale * width

@@ -27,8 +27,8 @@ from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, netw
 from ..errors import DecodeError, InputError
 from ..network import NetworkConfig
 
-__all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id", "base_to_bytes",
-           "base_from_bytes", "load_base", "save_base", "shipped_bases", "find_base"]
+__all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id",
+           "base_to_bytes", "base_from_bytes", "load_base", "save_base", "shipped_bases", "find_base"]
 
 BASE_MAGIC = b"DIPB"
 BASE_VERSION = 2
@@ -88,7 +88,7 @@ def base_from_bytes(data: bytes) -> BaseModel:
     r = Reader(body, "base model")
     r.take(5, "magic")
     network = parse_network(r.take(r.varint("network length", 256), "network description"),
-                            activation_byte=body[4] >= 2)
+                            activation_byte=body[4] >= BASE_VERSION)
     try:
         info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
     except (UnicodeDecodeError, json.JSONDecodeError):

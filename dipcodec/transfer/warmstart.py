@@ -74,7 +74,8 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     height, width = pixels[0].shape[:2]
     channels = 1 if pixels[0].ndim == 2 else 3
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
-    key_start = base_start(base, height, width, channels, network_bpp * height * width, restoring=mask is not None)
+    key_start = base_start(base, height, width, channels, network_bpp * height * width,
+                           "restore" if mask is not None else "compress")
     coded: list[bytes] = []
     history: list[tuple[np.ndarray, ...]] = []
     key: EncodeResult | None = None
