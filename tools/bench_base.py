@@ -54,17 +54,22 @@ def main(argv: list[str] | None = None) -> int:
                 points[kind].append(point)
                 row.append(f"{point['bpp']:.4f}, {point['psnr']:.2f} dB, {seconds:.0f} s (width {point['width']})")
             print(f"| {name} | {bpp} | {row[0]} | {row[1]} |", flush=True)
-        seed, base = points["seed"], points["base"]
-        points["bd_rate"] = bd_rate([q["bpp"] for q in seed], [q["psnr"] for q in seed],
-                                    [q["bpp"] for q in base], [q["psnr"] for q in base])
-        points["bd_psnr"] = bd_psnr([q["bpp"] for q in seed], [q["psnr"] for q in seed],
-                                    [q["bpp"] for q in base], [q["psnr"] for q in base])
+        curves = [[q[key] for q in points[kind]] for kind in ("seed", "base") for key in ("bpp", "psnr")]
         report["images"][name] = points
+        if len(rates) < 2:
+            continue
+        try:
+            points["bd_rate"], points["bd_psnr"] = bd_rate(*curves), bd_psnr(*curves)
+        except ValueError as exc:  # a curve that does not rise with its rate has no BD figures
+            points["bd_rate"] = points["bd_psnr"] = None
+            print(f"| {name} | no BD-rate: {exc} | | |", flush=True)
+            continue
         print(f"| {name} | BD-rate of base against seed | {points['bd_rate']:+.1f}% | BD-PSNR {points['bd_psnr']:+.2f} dB |",
               flush=True)
-    bd = [v["bd_rate"] for v in report["images"].values()]
-    report["mean_bd_rate"] = float(np.mean(bd))
-    print(f"mean BD-rate of base against seed over {len(bd)} images: {np.mean(bd):+.1f}% (median {np.median(bd):+.1f}%)")
+    bd = [v["bd_rate"] for v in report["images"].values() if v.get("bd_rate") is not None]
+    report["mean_bd_rate"] = float(np.mean(bd)) if bd else None
+    if bd:
+        print(f"mean BD-rate of base against seed over {len(bd)} images: {np.mean(bd):+.1f}% (median {np.median(bd):+.1f}%)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -5,7 +5,9 @@
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
-the preset's iteration count. Run it on a quiet machine; the timings of a busy one mean little.
+the preset's iteration count, which this also prints (cheaper networks get more: the encoder's
+``stretched_schedule``, whose cost model ``iteration_cost`` the timings should follow linearly). Run
+it on a quiet machine; the timings of a busy one mean little.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 import torch
 
 from dipcodec.decoder import resolve_device
-from dipcodec.encoder import choose_network
+from dipcodec.encoder import PRESETS, choose_network, iteration_cost, stretched_schedule
 from dipcodec.fit import image_mse
 from dipcodec.network import Generator, fixed_input, reference_weights
 
@@ -60,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     for bpp in (float(b) for b in args.bpp.split(",")):
         config, times = iteration_ms(width, height, bpp, args.repeats, args.device)
         q1, _, q3 = statistics.quantiles(times, n=4)
-        print(f"{bpp:g} bpp: widths {config.channels}, {config.parameter_count()} weights: "
-              f"median {statistics.median(times):.1f} ms per iteration (IQR {q1:.1f}-{q3:.1f})", flush=True)
+        iterations = "/".join(str(stretched_schedule(s, config, height, width).iterations) for s in PRESETS.values())
+        print(f"{bpp:g} bpp: widths {config.channels}, {config.parameter_count()} weights, cost "
+              f"{iteration_cost(config, height, width):.0f}: median {statistics.median(times):.1f} ms per iteration "
+              f"(IQR {q1:.1f}-{q3:.1f}); {'/'.join(PRESETS)} iterations {iterations}", flush=True)
     return 0
 
 

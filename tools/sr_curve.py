@@ -2,6 +2,7 @@
 """How a super-resolution fit's large output improves with iterations, against bicubic.
 
     python tools/sr_curve.py kodim07 [--crop 256] [--iterations 2200] [--bpp 2.0] [--shuffle 1] [--jitter 0]
+                             [--activation relu|sine] [--kernels 1,1,1,3,3]
 
 Fits the network ``restore`` would use (``--bpp`` bits per output pixel, ``--shuffle`` 1 or the
 codec's usual 2) to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", type=float, default=2.0)
     p.add_argument("--shuffle", type=int, default=1)
     p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--activation", choices=("relu", "sine"), help="replace the network's activation")
     p.add_argument("--kernels", help="comma-separated kernel size per stage, replacing the 1x1 ones (e.g. 1,1,1,3,3)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     config = choose_network(h, w, 3, args.bpp * h * w, purpose="upscale" if args.shuffle == 1 else "restore")
     if args.kernels:
         config = dataclasses.replace(config, kernel_sizes=tuple(int(k) for k in args.kernels.split(",")))
+    if args.activation:
+        config = dataclasses.replace(config, activation=args.activation)
     net = Generator(config).load(reference_weights(config, 0))
     noise = fixed_input(config, 0, h, w)
     points = []
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fitted = fit(net, noise, target, FitSchedule(args.iterations, 0, input_jitter=args.jitter), report,
                  Restoration("super-resolution", scale=4).loss(target))
-    print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} shuffle {args.shuffle} jitter {args.jitter}: bicubic "
+    print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} {config.activation} shuffle "
+          f"{args.shuffle} jitter {args.jitter}: bicubic "
           f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration {' '.join(points)}")
     return 0
 
