@@ -80,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     tb = sub.add_parser("train-base", help="meta-learn a base model from a folder of images")
     tb.add_argument("dir", metavar="DIR", help="folder of training images (never the benchmark's)")
     tb.add_argument("-o", "--output", metavar="FILE", required=True, help="the .dipbase file to write")
-    tb.add_argument("--arch", type=int, default=56, metavar="K",
-                    help="width of the encoder's network to train for (default %(default)s, its width near 0.25 bpp)")
+    tb.add_argument("--arch", type=int, default=67, metavar="K",
+                    help="width of the encoder's network to train for (default %(default)s: 0.25 bpp on 768x512)")
+    tb.add_argument("--for", dest="purpose", choices=("compress", "restore"), default="compress",
+                    help="the network of plain compression (sines) or of inpainting and denoising (ReLUs)")
     tb.add_argument("--steps", type=int, default=200, help="outer (Reptile) steps (default %(default)s)")
     tb.add_argument("--inner", type=int, default=32, help="iterations of each inner fit (default %(default)s)")
     tb.add_argument("--tasks", type=int, default=4, help="inner fits per outer step (default %(default)s)")
@@ -313,7 +315,7 @@ def _train_base(args: argparse.Namespace) -> None:
     if args.grayscale:
         images = [i if i.ndim == 2 else (0.299 * i[..., 0] + 0.587 * i[..., 1] + 0.114 * i[..., 2]).round()
                   .astype("uint8") for i in images]
-    network = standard_network(args.arch, 1 if args.grayscale else 3)
+    network = standard_network(args.arch, 1 if args.grayscale else 3, args.purpose)
     checkpoint = out.with_name(out.name + ".partial")
     if checkpoint.exists() and not args.resume:
         raise InputError(f"{checkpoint} holds a broken run: continue it with --resume, or remove it")

@@ -8,7 +8,6 @@ rate follows the image's content the way JPEG's quality does.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 from collections.abc import Callable
@@ -25,29 +24,30 @@ from .errors import InputError, warn
 from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse, quantization_aware_fit,
                   rounding_sensitivities)
 from .images import as_array
-from .network import Activation, Generator, NetworkConfig, decode_cost, fixed_input, reference_weights
+from .network import Activation, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, restoration_for
 
 if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
 
-__all__ = ["Preset", "NetworkPurpose", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp",
+__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp",
            "choose_network", "widest_network", "network_layout", "iteration_cost", "stretched_schedule",
            "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
            "check_settings", "DEFAULT_BASE"]
 
 Preset = Literal["fast", "default", "best"]
-NetworkPurpose = Literal["compress", "restore", "upscale"]
-"""What a network is for, which decides its layout (:func:`choose_network`)."""
+PRESET_COST = 726.6
+"""``iteration_cost`` of the network the presets were sized for: a 768x512 RGB image at the default
+quality (width 95; a test keeps the two in step)."""
 PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
     # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
     # (stretched_schedule).
-    "fast": FitSchedule(iterations=450, qat_iterations=60),
-    "default": FitSchedule(iterations=2200, qat_iterations=300),
-    "best": FitSchedule(iterations=4500, qat_iterations=500),
+    "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST),
+    "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST),
+    "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
 DEFAULT_QUALITY = 75
 ELEMENTWISE_COST = 344.0
@@ -115,17 +115,16 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
     to draw patterns that its downsampler never sees. The decoder's limit of 16 floats per pixel then
     caps that stage at 16 channels.
     """
-    return widest_network(network_layout(height, width, channels, purpose), height, width,
+    return widest_network(network_layout(height, width, channels, purpose=purpose), height, width,
                           max(budget_bits / BITS_PER_WEIGHT, 64))
 
 
-def network_layout(height: int, width: int, channels: int,
+def network_layout(height: int, width: int, channels: int, *,
                    purpose: NetworkPurpose = "compress") -> Callable[[int], NetworkConfig]:
     """The encoder's network for an image of this size, as a function of its width k
     (:func:`choose_network` says which layout and why)."""
     short = min(height, width)
     activation: Activation = "relu"
-    shuffle = 1 if purpose == "upscale" else 2
     if short >= 64 and purpose == "upscale":
         layout = lambda k: ((k, k, k, k, min(max(k // 2, 4), MAX_FULL_SIZE_WIDTH)), 1)
     elif short >= 64 and purpose == "restore":
@@ -133,7 +132,7 @@ def network_layout(height: int, width: int, channels: int,
     elif short >= 64:
         layout, activation = lambda k: ((k, k, max(k // 2, 4), max(k // 4, 4)), 2), "sine"
     else:
-        shuffle = min(shuffle, 2 if short >= 16 else 1)
+        shuffle = 1 if purpose == "upscale" or short < 16 else 2
         stages = int(np.clip(math.floor(math.log2(max(short / shuffle / 4, 1))) + 1, 1, 7))
         layout = lambda k: ((k,) * stages, shuffle)
 
@@ -168,18 +167,14 @@ def iteration_cost(config: NetworkConfig, height: int, width: int) -> float:
     return decode_cost(config, height, width)[1] + ELEMENTWISE_COST
 
 
-@functools.cache
-def _preset_cost() -> float:
-    """The cost of the network the presets were sized for: a 768x512 RGB image at the default quality."""
-    return iteration_cost(choose_network(512, 768, 3, quality_to_bpp(DEFAULT_QUALITY) * 512 * 768), 512, 768)
-
-
 def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int, width: int) -> FitSchedule:
-    """The schedule with as many more iterations as ``config`` is cheaper than the presets' network
-    (at most MAX_STRETCH times as many), so low rates use the time a preset promises: narrow networks
-    underfit most (kodim07 at 0.25 bpp gains 0.57 dB from 450 to 900 iterations). A dearer network
-    keeps the preset's count."""
-    factor = min(max(_preset_cost() / iteration_cost(config, height, width), 1.0), MAX_STRETCH)
+    """The schedule with as many more iterations as ``config`` is cheaper than the network its
+    iterations were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many), so
+    low rates use the time a preset promises: narrow networks underfit most (kodim07 at 0.25 bpp gains
+    0.57 dB from 450 to 900 iterations). A dearer network, or a schedule sized for none, keeps its count."""
+    if schedule.sized_for_cost is None:
+        return schedule
+    factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), 1.0), MAX_STRETCH)
     return dataclasses.replace(schedule, iterations=round(schedule.iterations * factor))
 
 
@@ -263,7 +258,7 @@ class Start:
         return cls(base.network, base.weights, "base", base.id)
 
 
-def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_bits: float,
+def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_bits: float, *,
                purpose: NetworkPurpose = "compress") -> Start | None:
     """Resolve ``base`` for an image of this (output) size: ``"none"``/None, ``"default"`` (the widest
     shipped base no wider than the network the budget affords and at least BASE_MIN_WIDTH_SHARE of it,
@@ -273,7 +268,7 @@ def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_
     if base is None or base == "none":
         return None
     if isinstance(base, str) and base == "default":
-        layout = network_layout(height, width, channels, purpose)
+        layout = network_layout(height, width, channels, purpose=purpose)
         widest = choose_network(height, width, channels, budget_bits, purpose=purpose).input_channels
         fitting = [b for b in shipped_bases() if b.network == layout(b.network.input_channels)
                    and BASE_MIN_WIDTH_SHARE * widest <= b.network.input_channels <= widest]
@@ -302,7 +297,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
     start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
-                       restoration.purpose if restoration else "compress")
+                       purpose=restoration.purpose if restoration else "compress")
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
 
@@ -415,9 +410,8 @@ class FittedNetwork:
         self.noise = fixed_input(self.config, seed, *self.size).to(device)
         self.target = _as_tensor(pixels, device)
         self.loss_fn = restoration.loss(self.target) if restoration else image_mse
-        # Restoration fits keep the preset's count: their lengths were chosen by measurement.
-        self.schedule = (restoration.schedule(schedule, pixels) if restoration
-                         else stretched_schedule(schedule, self.config, *self.size))
+        schedule = restoration.schedule(schedule, pixels) if restoration else schedule
+        self.schedule = stretched_schedule(schedule, self.config, *self.size)
         self.total = self.schedule.iterations + self.schedule.qat_iterations  # rate control may add some
         self.report: IterationCallback | None = None
         self.float_psnr = float("nan")

@@ -47,6 +47,10 @@ class FitSchedule:
     noisiest."""
     stop_mse: float | None = None
     """Stop as soon as the loss falls to this (a noise variance: a fit closer than that fits noise)."""
+    sized_for_cost: float | None = None
+    """The cost per pixel of an iteration (``encoder.iteration_cost``) that ``iterations`` were sized
+    for: the encoder gives a cheaper network proportionally more (``encoder.stretched_schedule``).
+    None: exactly ``iterations``."""
 
 
 def psnr_from_mse(mse: float) -> float:

@@ -20,11 +20,13 @@ from torch import nn
 
 from .noise import INPUT_STREAM, uniform, weight_stream
 
-__all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "ACTIVATIONS", "fixed_input", "reference_weights",
-           "padded_size", "decode_cost"]
+__all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "ACTIVATIONS", "NetworkPurpose", "fixed_input",
+           "reference_weights", "padded_size", "decode_cost"]
 
 Upsample = Literal["bilinear", "nearest"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")
+NetworkPurpose = Literal["compress", "restore", "upscale"]
+"""What a network is for, which decides its layout (``encoder.choose_network``)."""
 Activation = Literal["relu", "sine"]
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "sine")
 """What follows each normalization: max(x, 0), or sin(x). With sines a stage mixes the frequencies

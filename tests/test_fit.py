@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,18 +75,28 @@ def test_sensitive_steps_cost_less_error_at_the_same_rate(fitted):
     assert errors["sensitive"] < errors["plain"], errors
 
 
-def test_cheaper_networks_get_more_iterations_up_to_the_cap():
-    from dipcodec.encoder import MAX_STRETCH, PRESETS, iteration_cost, stretched_schedule
+def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
+    import dipcodec.encoder as encoder
+    from dipcodec.encoder import PRESET_COST, PRESETS, iteration_cost, stretched_schedule
 
-    fast = PRESETS["fast"]
     at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
-    # The presets' own network (768x512 at the default quality, 0.5 bpp) and dearer ones keep the count.
+    # The presets were sized for the network of 768x512 at the default quality (0.5 bpp).
+    assert PRESET_COST == pytest.approx(iteration_cost(at(0.5), 512, 768), abs=0.05)
+    fast = PRESETS["fast"]
+    # That network and dearer ones keep the count.
     assert stretched_schedule(fast, at(0.5), 512, 768) == fast
     assert stretched_schedule(fast, at(0.75), 512, 768) == fast
     # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
     low = stretched_schedule(fast, at(0.25), 512, 768)
-    ratio = iteration_cost(at(0.5), 512, 768) / iteration_cost(at(0.25), 512, 768)
-    assert 1.2 < ratio < MAX_STRETCH and low.iterations == round(fast.iterations * ratio)
+    ratio = PRESET_COST / iteration_cost(at(0.25), 512, 768)
+    assert 1.2 < ratio and low.iterations == round(fast.iterations * ratio)
     assert low.qat_iterations == fast.qat_iterations and low.learning_rate == fast.learning_rate
-    # The narrowest network is capped.
-    assert stretched_schedule(fast, at(0.01), 512, 768).iterations == round(MAX_STRETCH * fast.iterations)
+    # The stretch is capped, and a schedule sized for no network (a tool's, a restoration's) is exact.
+    monkeypatch.setattr(encoder, "MAX_STRETCH", 1.1)
+    assert stretched_schedule(fast, at(0.25), 512, 768).iterations == round(1.1 * fast.iterations)
+    exact = FitSchedule(iterations=100, qat_iterations=0)
+    assert stretched_schedule(exact, at(0.25), 512, 768) == exact
+    from dipcodec.restoration.modes import Restoration
+
+    assert Restoration("super-resolution", scale=4).schedule(fast, make_image(64, 64)) == dataclasses.replace(
+        fast, sized_for_cost=None)

@@ -156,7 +156,7 @@ def test_default_base_is_a_shipped_base_close_to_the_affordable_width(purpose):
     from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network, network_layout
     from dipcodec.transfer.basefile import shipped_bases
 
-    layout = network_layout(512, 768, 3, purpose)
+    layout = network_layout(512, 768, 3, purpose=purpose)
     # Bases ship for both layouts: the sine network of compression and the ReLU one of restoration.
     ours = [b for b in shipped_bases() if b.network == layout(b.network.input_channels)]
     assert ours
@@ -165,15 +165,25 @@ def test_default_base_is_a_shipped_base_close_to_the_affordable_width(purpose):
     # A budget that affords a slightly wider network than the base's: the base is taken, as it is.
     budget = BITS_PER_WEIGHT * layout(width + 2).parameter_count()
     assert choose_network(512, 768, 3, budget, purpose=purpose).input_channels == width + 2
-    start = base_start("default", 512, 768, 3, budget, purpose)
+    start = base_start("default", 512, 768, 3, budget, purpose=purpose)
     assert start is not None and start.kind == "base" and start.base_id == shipped.id
     assert start.network == shipped.network
     # A budget for a network much wider than any base near it: a shipped base within 90% of it, or the seed.
     wide = choose_network(512, 768, 3, 4 * budget, purpose=purpose).input_channels
-    start = base_start("default", 512, 768, 3, 4 * budget, purpose)
+    start = base_start("default", 512, 768, 3, 4 * budget, purpose=purpose)
     assert start is None or 0.9 * wide <= start.network.input_channels <= wide
-    assert base_start("default", 512, 768, 1, budget, purpose) is None  # no grayscale bases ship
-    assert base_start("none", 512, 768, 3, budget, purpose) is None
+    assert base_start("default", 512, 768, 1, budget, purpose=purpose) is None  # no grayscale bases ship
+    assert base_start("none", 512, 768, 3, budget, purpose=purpose) is None
+
+
+def test_no_base_ships_for_upscaling_or_for_compression_at_half_a_bit_per_pixel():
+    from dipcodec.encoder import base_start
+
+    # The sine bases wider than 67 lost to the seed (BENCHMARKS.md, "Base models"): 0.5 bpp starts
+    # from the seed; super-resolution's network has no base at all.
+    assert base_start("default", 512, 768, 3, 0.5 * 512 * 768) is None
+    assert base_start("default", 512, 768, 3, 0.25 * 512 * 768).network.input_channels == 67
+    assert base_start("default", 512, 768, 3, 0.5 * 512 * 768, purpose="upscale") is None
 
 
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():
@@ -332,7 +342,14 @@ def test_cli_train_base_then_encode_and_decode_with_it(tmp_path, capsys):
                        "--inner", "2", "--crop", "64", "--quiet")
     assert code == 0, err
     assert load_base(base).network == standard_network(8)
+    assert load_base(base).network.activation == "sine"
     assert not (tmp_path / "b.dipbase.partial").exists()
+    relu = tmp_path / "r.dipbase"
+    code, _, err = run(capsys, "train-base", tmp_path / "train", "-o", relu, "--arch", "8", "--steps", "1",
+                       "--inner", "1", "--crop", "64", "--for", "restore", "--quiet")
+    assert code == 0, err
+    assert load_base(relu).network == standard_network(8, purpose="restore")
+    assert load_base(relu).network.activation == "relu"
     code, text, _ = run(capsys, "info", base)
     assert code == 0 and load_base(base).name in text and "3 steps" in text
     Image.fromarray(make_image(64, 64)).save(tmp_path / "img.png")

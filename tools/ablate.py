@@ -2,8 +2,8 @@
 """Reproduce one row of BENCHMARKS.md's ablation table: encode one Kodak image with a given network
 layout and learning rates, and print the decoded and float PSNR, the rate and the time.
 
-    python tools/ablate.py kodim05 0.25 800 --network taper --input-fraction 16
-    python tools/ablate.py kodim23 0.25 800 --network shuffle4 --lr 0.01 --qat-lr 0.002
+    python tools/ablate.py kodim05 0.25 800 --network taper --input-fraction 16 --bits-per-weight 6
+    python tools/ablate.py kodim23 0.25 800 --network shuffle4 --lr 0.01 --qat-lr 0.002 --bits-per-weight 6
 
 Layouts (all 1x1 convolutions unless named otherwise; widths chosen for ~BITS bits per weight):
   default   what the encoder picks now (choose_network)
@@ -64,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--input-fraction must be a power of two, 8 or more")
 
     encoder.BITS_PER_WEIGHT = args.bits_per_weight
-    encoder.MAX_STRETCH = 1.0  # exactly the iterations asked for, whatever the network's cost
     if args.network == "default" and args.activation != "relu":
         p.error("--activation needs a named --network")
     if args.network != "default":
-        def choose(height: int, width: int, channels: int, budget_bits: float, purpose: str = "compress"
-                   ) -> NetworkConfig:
+        def choose(height: int, width: int, channels: int, budget_bits: float, *,
+                   purpose: str = "compress") -> NetworkConfig:
             config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation)
             return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose

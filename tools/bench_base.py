@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Kodak BD-rate of coding from a base model against coding from the seed, same preset (so the same
-iteration budget), side by side in one run (BENCHMARKS.md, "Base models").
+time budget: the iterations are the same when the base has the seed's width), side by side in one
+run (BENCHMARKS.md, "Base models").
 
-    python tools/bench_base.py --images kodak6 --bpp 0.25,0.5,0.75 --preset fast --base default --json docs/results/base-bdrate.json
+    python tools/bench_base.py --images kodak6 --bpp 0.25,0.5,0.75 --preset fast --base default \
+        --json docs/results/base-bdrate.json
 """
 
 from __future__ import annotations
@@ -54,22 +56,21 @@ def main(argv: list[str] | None = None) -> int:
                 points[kind].append(point)
                 row.append(f"{point['bpp']:.4f}, {point['psnr']:.2f} dB, {seconds:.0f} s (width {point['width']})")
             print(f"| {name} | {bpp} | {row[0]} | {row[1]} |", flush=True)
-        curves = [[q[key] for q in points[kind]] for kind in ("seed", "base") for key in ("bpp", "psnr")]
         report["images"][name] = points
-        if len(rates) < 2:
-            continue
-        try:
-            points["bd_rate"], points["bd_psnr"] = bd_rate(*curves), bd_psnr(*curves)
-        except ValueError as exc:  # a curve that does not rise with its rate has no BD figures
-            points["bd_rate"] = points["bd_psnr"] = None
-            print(f"| {name} | no BD-rate: {exc} | | |", flush=True)
-            continue
-        print(f"| {name} | BD-rate of base against seed | {points['bd_rate']:+.1f}% | BD-PSNR {points['bd_psnr']:+.2f} dB |",
-              flush=True)
-    bd = [v["bd_rate"] for v in report["images"].values() if v.get("bd_rate") is not None]
+        points["bd_rate"] = points["bd_psnr"] = None  # stays None with one rate, or a curve that does not rise
+        if len(rates) >= 2:
+            curves = [[q[key] for q in points[kind]] for kind in ("seed", "base") for key in ("bpp", "psnr")]
+            try:
+                points["bd_rate"], points["bd_psnr"] = bd_rate(*curves), bd_psnr(*curves)
+                print(f"| {name} | BD-rate of base against seed | {points['bd_rate']:+.1f}% | "
+                      f"BD-PSNR {points['bd_psnr']:+.2f} dB |", flush=True)
+            except ValueError as exc:
+                print(f"| {name} | no BD-rate: {exc} | | |", flush=True)
+    bd = [v["bd_rate"] for v in report["images"].values() if v["bd_rate"] is not None]
     report["mean_bd_rate"] = float(np.mean(bd)) if bd else None
     if bd:
-        print(f"mean BD-rate of base against seed over {len(bd)} images: {np.mean(bd):+.1f}% (median {np.median(bd):+.1f}%)")
+        print(f"mean BD-rate of base against seed over {len(bd)} images: {np.mean(bd):+.1f}% "
+              f"(median {np.median(bd):+.1f}%)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -22,10 +22,10 @@ import torch
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import PRESETS, choose_network, iteration_cost, stretched_schedule
 from dipcodec.fit import image_mse
-from dipcodec.network import Generator, fixed_input, reference_weights
+from dipcodec.network import Generator, NetworkConfig, fixed_input, reference_weights
 
 
-def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str) -> tuple[object, list[float]]:
+def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str) -> tuple[NetworkConfig, list[float]]:
     """The network for this size and rate, and the milliseconds of each timed iteration."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)

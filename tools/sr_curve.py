@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--iterations", type=int, default=2200)
     p.add_argument("--bpp", type=float, default=2.0)
-    p.add_argument("--shuffle", type=int, default=1)
+    p.add_argument("--shuffle", type=int, choices=(1, 2), default=1,
+                   help="1: restore's super-resolution network; 2: the inpainting network, shuffled 2x")
     p.add_argument("--jitter", type=float, default=0.0)
     p.add_argument("--activation", choices=("relu", "sine"), help="replace the network's activation")
     p.add_argument("--kernels", help="comma-separated kernel size per stage, replacing the 1x1 ones (e.g. 1,1,1,3,3)")

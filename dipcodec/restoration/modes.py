@@ -1,14 +1,15 @@
-"""What a restoration changes in a fit: the loss, the size of the output, and the schedule.
+"""What a restoration changes in a fit: the loss, the size of the output, the schedule and the network.
 
-The encoder knows nothing of the modes themselves: it fits with the loss and schedule a
-:class:`Restoration` gives, then codes the network's float output, which is the restored image.
+The encoder knows nothing of the modes themselves: it fits the kind of network, with the loss and
+schedule, that a :class:`Restoration` asks for, then codes the network's float output, which is the
+restored image.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,10 +17,8 @@ import torch
 from ..container import MAX_SCALE, MAX_SIDE
 from ..errors import InputError, warn
 from ..fit import FitSchedule, Loss, image_mse
+from ..network import NetworkPurpose
 from .downsample import lanczos_matrix
-
-if TYPE_CHECKING:
-    from ..encoder import NetworkPurpose
 
 __all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "DENOISE_JITTER",
            "DENOISE_AVERAGE_DECAY", "noise_level"]
@@ -100,7 +99,9 @@ class Restoration:
         return image_mse
 
     def schedule(self, base: FitSchedule, pixels: np.ndarray) -> FitSchedule:
-        """Denoising regularizes its fit and stops it at the image's noise level; the others fit as usual."""
+        """The preset's iteration count as it is (these lengths were chosen by measurement, not sized by
+        cost); denoising also regularizes its fit and stops it at the image's noise level."""
+        base = dataclasses.replace(base, sized_for_cost=None)
         if self.mode != "denoise":
             return base
         return dataclasses.replace(base, input_jitter=DENOISE_JITTER, average_decay=DENOISE_AVERAGE_DECAY,

@@ -35,6 +35,8 @@ BASE_VERSION = 2
 """The version written for a base whose network description has an activation byte (a sine
 network); a ReLU base is written as version 1, byte for byte what earlier releases wrote."""
 BASE_READABLE_VERSIONS = (1, 2)
+BASE_ACTIVATION_SINCE = 2
+"""The first version whose network description may end in an activation byte."""
 BASE_SUFFIX = ".dipbase"
 SHIPPED_DIR = Path(__file__).with_name("bases")
 MAX_INFO_BYTES = 1 << 16
@@ -88,7 +90,7 @@ def base_from_bytes(data: bytes) -> BaseModel:
     r = Reader(body, "base model")
     r.take(5, "magic")
     network = parse_network(r.take(r.varint("network length", 256), "network description"),
-                            activation_byte=body[4] >= BASE_VERSION)
+                            activation_byte=body[4] >= BASE_ACTIVATION_SINCE)
     try:
         info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..fit import FitSchedule, fit
-from ..network import Generator, NetworkConfig, fixed_input, reference_weights
+from ..network import Generator, NetworkConfig, NetworkPurpose, fixed_input, reference_weights
 from .basefile import BaseModel, load_base, save_base
 
 __all__ = ["MetaSchedule", "train_base", "standard_network", "CHECKPOINT_EVERY"]
@@ -51,11 +51,12 @@ class MetaSchedule:
         return self.outer_step_start + (self.outer_step_end - self.outer_step_start) * step / max(self.steps - 1, 1)
 
 
-def standard_network(width: int, channels: int = 3) -> NetworkConfig:
-    """The encoder's network of width ``width`` for images of 64 pixels or more a side."""
+def standard_network(width: int, channels: int = 3, purpose: NetworkPurpose = "compress") -> NetworkConfig:
+    """The encoder's network of width ``width`` for images of 64 pixels or more a side: the sine
+    network of plain compression, or the ReLU one of inpainting and denoising (``"restore"``)."""
     from ..encoder import network_layout
 
-    return network_layout(512, 768, channels)(width)
+    return network_layout(512, 768, channels, purpose=purpose)(width)
 
 
 def _crop(rng: np.random.Generator, image: np.ndarray, side: int) -> np.ndarray:

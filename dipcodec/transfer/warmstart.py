@@ -30,7 +30,8 @@ __all__ = ["encode_sequence", "warm_schedule", "DEFAULT_KEYINT", "WARM_ITERATION
 DEFAULT_KEYINT = 0
 """Frames between independently decodable frames; 0: only the first frame is one."""
 WARM_ITERATIONS = 1 / 4
-"""A warm-started frame's fit (both phases), at most this share of its preset's iterations."""
+"""A warm-started frame's fit (both phases), at most this share of the key frame's iterations (its
+preset's, stretched for a cheap network)."""
 WARM_LEARNING_RATE = 0.005
 """Its learning rate: a quarter of a cold fit's, so the first steps do not throw the start away."""
 
@@ -75,7 +76,7 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     channels = 1 if pixels[0].ndim == 2 else 3
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     key_start = base_start(base, height, width, channels, network_bpp * height * width,
-                           "restore" if mask is not None else "compress")
+                           purpose="restore" if mask is not None else "compress")
     coded: list[bytes] = []
     history: list[tuple[np.ndarray, ...]] = []
     key: EncodeResult | None = None
