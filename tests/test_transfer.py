@@ -176,13 +176,14 @@ def test_default_base_is_a_shipped_base_close_to_the_affordable_width(purpose):
     assert base_start("none", 512, 768, 3, budget, purpose=purpose) is None
 
 
-def test_no_base_ships_for_upscaling_or_for_compression_at_half_a_bit_per_pixel():
+def test_default_bases_cover_the_compression_rates_of_768x512_but_not_upscaling():
     from dipcodec.encoder import base_start
 
-    # The sine bases wider than 67 lost to the seed (BENCHMARKS.md, "Base models"): 0.5 bpp starts
-    # from the seed; super-resolution's network has no base at all.
-    assert base_start("default", 512, 768, 3, 0.5 * 512 * 768) is None
-    assert base_start("default", 512, 768, 3, 0.25 * 512 * 768).network.input_channels == 67
+    # One sine base per width of 768x512 at 0.25, 0.5 and 0.75 bpp (BENCHMARKS.md, "Base models");
+    # super-resolution's network has none.
+    for bpp, width in ((0.25, 67), (0.5, 95), (0.75, 117)):
+        start = base_start("default", 512, 768, 3, bpp * 512 * 768)
+        assert start is not None and start.network.input_channels == width and start.network.activation == "sine"
     assert base_start("default", 512, 768, 3, 0.5 * 512 * 768, purpose="upscale") is None
 
 
