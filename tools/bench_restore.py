@@ -29,7 +29,7 @@ from PIL import Image
 
 import dipcodec
 from dipcodec.evaluation import psnr
-from dipcodec.evaluation.run import IMAGE_SETS, load_rgb
+from dipcodec.evaluation.run import load_rgb, parse_images
 from dipcodec.restoration import modes
 from dipcodec.restoration import restore as restore_module
 from dipcodec.restoration.subtitles import subtitle_mask
@@ -118,7 +118,7 @@ def subtitles_sequence(args: argparse.Namespace) -> list[dict]:
 
 
 def _kodak(args: argparse.Namespace) -> list[tuple[str, np.ndarray]]:
-    names = IMAGE_SETS.get(args.images, None) or args.images.split(",")
+    names = parse_images(args.images)
     return [(name, _crop(load_rgb(DATA / "kodak" / f"{name}.png"), args.crop)) for name in names]
 
 
