@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--arch", type=int, default=67, metavar="K",
                     help="width of the encoder's network to train for (default %(default)s: 0.25 bpp on 768x512)")
     tb.add_argument("--for", dest="purpose", choices=("compress", "restore"), default="compress",
-                    help="the network of plain compression (sines) or of inpainting and denoising (ReLUs)")
+                    help="the network of plain compression (sines) or of inpainting (ReLUs)")
     tb.add_argument("--steps", type=int, default=200, help="outer (Reptile) steps (default %(default)s)")
     tb.add_argument("--inner", type=int, default=32, help="iterations of each inner fit (default %(default)s)")
     tb.add_argument("--tasks", type=int, default=4, help="inner fits per outer step (default %(default)s)")

@@ -25,7 +25,7 @@ __all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "ACTIVATIONS", "Netwo
 
 Upsample = Literal["bilinear", "nearest"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")
-NetworkPurpose = Literal["compress", "restore", "upscale"]
+NetworkPurpose = Literal["compress", "restore", "upscale", "denoise"]
 """What a network is for, which decides its layout (``encoder.choose_network``)."""
 Activation = Literal["relu", "sine"]
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "sine")

@@ -2,10 +2,10 @@
 """How a super-resolution fit's large output improves with iterations, against bicubic.
 
     python tools/sr_curve.py kodim07 [--crop 256] [--iterations 2200] [--bpp 2.0] [--shuffle 1] [--jitter 0]
-                             [--activation relu|sine] [--kernels 1,1,1,3,3]
+                             [--activation relu|sine] [--kernels 1,1,1,3,3] [--purpose denoise] [--width K]
 
 Fits the network ``restore`` would use (``--bpp`` bits per output pixel, ``--shuffle`` 1 or the
-codec's usual 2) to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma
+codec's usual 2; or ``--purpose``'s layout; ``--width`` instead of a bit budget) to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma
 PSNR gain of the large output over Pillow's bicubic upscale (4-pixel border cropped). One thread.
 """
 
@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_restore import DATA, _crop, _luma_psnr  # noqa: E402
 
-from dipcodec.encoder import _as_tensor, choose_network  # noqa: E402
+from dipcodec.encoder import _as_tensor, choose_network, network_layout  # noqa: E402
 from dipcodec.evaluation.run import load_rgb  # noqa: E402
 from dipcodec.fit import FitSchedule, fit  # noqa: E402
 from dipcodec.network import Generator, fixed_input, reference_weights  # noqa: E402
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", type=float, default=2.0)
     p.add_argument("--shuffle", type=int, choices=(1, 2), default=1,
                    help="1: restore's super-resolution network; 2: the inpainting network, shuffled 2x")
+    p.add_argument("--purpose", choices=("upscale", "restore", "denoise"),
+                   help="the layout of this network purpose (overrides --shuffle)")
+    p.add_argument("--width", type=int, help="this width k instead of the widest that --bpp affords")
     p.add_argument("--jitter", type=float, default=0.0)
     p.add_argument("--activation", choices=("relu", "sine"), help="replace the network's activation")
     p.add_argument("--kernels", help="comma-separated kernel size per stage, replacing the 1x1 ones (e.g. 1,1,1,3,3)")
@@ -49,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     small = np.asarray(Image.fromarray(image).resize((w // 4, h // 4), Image.LANCZOS))
     bicubic = _luma_psnr(image, np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)))
     target = _as_tensor(small, torch.device("cpu"))
-    config = choose_network(h, w, 3, args.bpp * h * w, purpose="upscale" if args.shuffle == 1 else "restore")
+    purpose = args.purpose or ("upscale" if args.shuffle == 1 else "restore")
+    if args.width:
+        config = network_layout(h, w, 3, purpose=purpose)(args.width)
+    else:
+        config = choose_network(h, w, 3, args.bpp * h * w, purpose=purpose)
     if args.kernels:
         config = dataclasses.replace(config, kernel_sizes=tuple(int(k) for k in args.kernels.split(",")))
     if args.activation:

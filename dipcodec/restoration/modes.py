@@ -24,10 +24,10 @@ __all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "DENO
            "DENOISE_AVERAGE_DECAY", "noise_level"]
 
 RestorationMode = Literal["inpaint", "super-resolution", "denoise"]
-DENOISE_JITTER = 0.0
-"""Standard deviation of the noise added to the fixed input (uniform on [0, 1)) at each iteration.
-The Deep Image Prior's regularizer, but off: on these small networks it cost 1.2 dB (kodim07, a
-256-pixel crop at sigma 25: 23.06 dB with 0.05, 24.26 without; BENCHMARKS.md, "Restoration")."""
+DENOISE_JITTER = 1 / 30
+"""Standard deviation of the noise added to the fixed input (uniform on [0, 1)) at each iteration:
+the Deep Image Prior's regularizer and value. On kodim07's 256-pixel crop at sigma 25: 28.27 dB
+without, 28.59 with 1/30, 28.44 with 0.06 (BENCHMARKS.md, "Restoration")."""
 DENOISE_AVERAGE_DECAY = 0.99
 """The denoised image comes from a moving average of the fit's weights, as the Deep Image Prior
 averages its recent outputs (a weights-only file can hold only one network)."""
@@ -68,9 +68,10 @@ class Restoration:
 
     @property
     def purpose(self) -> NetworkPurpose:
-        """The network it needs: for super-resolution one without a pixel shuffle (its downsampler
-        would let shuffled sub-pixels draw any pattern it cannot see); the restoring one otherwise."""
-        return "upscale" if self.mode == "super-resolution" else "restore"
+        """The network it needs: for super-resolution and denoising one without a pixel shuffle (a
+        downsampler would let shuffled sub-pixels draw any pattern it cannot see; a denoiser must draw
+        every pixel itself); the restoring one for inpainting."""
+        return {"super-resolution": "upscale", "denoise": "denoise"}.get(self.mode, "restore")
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self.scale * height, self.scale * width

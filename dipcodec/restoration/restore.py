@@ -7,17 +7,21 @@ import dataclasses
 import numpy as np
 
 from ..decoder import resolve_device
-from ..encoder import PRESETS, FittedNetwork, Preset, Progress, check_settings
+from ..encoder import BITS_PER_WEIGHT, PRESETS, FittedNetwork, Preset, Progress, check_settings, network_layout
 from ..errors import InputError
 from ..images import as_array
 from .modes import RestorationMode, restoration_for
 
-__all__ = ["restore", "RESTORE_BPP"]
+__all__ = ["restore", "RESTORE_BPP", "DENOISE_WIDTH"]
 
 RESTORE_BPP = 2.0
 """Network size for a restoration without a file, as a bit budget per output pixel at the encoder's
 bits per weight: as wide as the decoder's limits allow on a 768x512 output. Wider fits super-resolve
 better (BENCHMARKS.md, "Restoration")."""
+DENOISE_WIDTH = 128
+"""Width of the denoiser, whatever the image's size, as the Deep Image Prior's denoiser is one network:
+on kodim07's 256-pixel crop at sigma 25, 27.6 dB at width 64, 28.2 at 128, 28.3 at 256 for 70% more
+time (BENCHMARKS.md, "Restoration")."""
 
 
 def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = None, preset: Preset = "default",
@@ -36,9 +40,18 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
     restoration.check(pixels)
     check_settings(None, None, preset, seed)
     schedule = dataclasses.replace(PRESETS[preset], qat_iterations=0)
-    fitted = FittedNetwork.fit(pixels, RESTORE_BPP, schedule, seed, resolve_device(device), restoration, progress)
+    fitted = FittedNetwork.fit(pixels, _network_bpp(pixels, mode), schedule, seed, resolve_device(device), restoration, progress)
     planes = (fitted.output()[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
     restored = planes[0] if planes.shape[0] == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
     if restoration.mask is not None:  # the known pixels stay exactly as they were
         restored = np.where(restoration.mask[..., None] if restored.ndim == 3 else restoration.mask, restored, pixels)
     return restored
+
+
+def _network_bpp(pixels: np.ndarray, mode: RestorationMode) -> float:
+    """The bit budget that sizes the network: RESTORE_BPP, or for denoising what DENOISE_WIDTH costs."""
+    if mode != "denoise":
+        return RESTORE_BPP
+    height, width = pixels.shape[:2]
+    denoiser = network_layout(height, width, 1 if pixels.ndim == 2 else 3, purpose="denoise")(DENOISE_WIDTH)
+    return denoiser.parameter_count() * BITS_PER_WEIGHT / (height * width)

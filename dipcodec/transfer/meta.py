@@ -53,7 +53,7 @@ class MetaSchedule:
 
 def standard_network(width: int, channels: int = 3, purpose: NetworkPurpose = "compress") -> NetworkConfig:
     """The encoder's network of width ``width`` for images of 64 pixels or more a side: the sine
-    network of plain compression, or the ReLU one of inpainting and denoising (``"restore"``)."""
+    network of plain compression, or the ReLU one of inpainting (``"restore"``)."""
     from ..encoder import network_layout
 
     return network_layout(512, 768, channels, purpose=purpose)(width)
