@@ -112,13 +112,12 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
     images get a plain ReLU stack with an input of 4 to 7 pixels on its short side.
 
     ``purpose="restore"`` picks the Deep Image Prior's measured network (ReLUs, widths k, k, k, k/2),
-    whose bias towards natural images is what inpainting relies on. ``"upscale"`` (super-
-    resolution) adds a stage at full size instead of the pixel shuffle: shuffled sub-pixels are free
-    to draw patterns that its downsampler never sees. The decoder's limit of 16 floats per pixel then
-    caps that stage at 16 channels. ``"denoise"`` has the same full-size last stage but a wide coarse
-    end, widths k, k, k, min(k, 64), 16: a denoiser must draw every pixel itself (from a half-size
-    stage and a shuffle it gained 2 dB less) and its width buys detail before noise (kodim07's crop at
-    sigma 25: 27.6 dB at k = 64, 28.2 at 128, 28.3 at 256).
+    whose bias towards natural images is what inpainting relies on. ``"upscale"`` (super-resolution)
+    and ``"denoise"`` draw every pixel themselves: no pixel shuffle (its sub-pixels are free to draw
+    patterns that a downsampler never sees, and a shuffled denoiser gained 2 dB less), a last stage at
+    full size and wide coarse ones, widths k, k, k, min(k, 64), min(k, 16) from an input at 1/16 size
+    (the decoder's 16 floats per pixel cap the two fine stages). Width buys detail before noise
+    (kodim07's crop at sigma 25: 27.6 dB at k = 64, 28.2 at 128, 28.3 at 256).
     """
     return widest_network(network_layout(height, width, channels, purpose=purpose), height, width,
                           max(budget_bits / BITS_PER_WEIGHT, 64))
@@ -130,9 +129,7 @@ def network_layout(height: int, width: int, channels: int, *,
     (:func:`choose_network` says which layout and why)."""
     short = min(height, width)
     activation: Activation = "relu"
-    if short >= 64 and purpose == "upscale":
-        layout = lambda k: ((k, k, k, k, min(max(k // 2, 4), MAX_FULL_SIZE_WIDTH)), 1)
-    elif short >= 64 and purpose == "denoise":
+    if short >= 64 and purpose in ("upscale", "denoise"):
         layout = lambda k: ((k, k, k, min(k, MAX_HALF_SIZE_WIDTH), min(k, MAX_FULL_SIZE_WIDTH)), 1)
     elif short >= 64 and purpose == "restore":
         layout = lambda k: ((k, k, k, max(k // 2, 4)), 2)

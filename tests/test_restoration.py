@@ -182,22 +182,23 @@ def test_fit_stops_at_the_given_mse_and_can_return_an_average():
     assert 0 < averaged < 0.3 * best
 
 
-@pytest.mark.parametrize("height, width", [(256, 256), (512, 768)])
-def test_denoiser_draws_every_pixel_at_a_fixed_width(height, width):
+@pytest.mark.parametrize("mode, height, width", [("denoise", 256, 256), ("denoise", 512, 768),
+                                                 ("super-resolution", 64, 64), ("super-resolution", 128, 192)])
+def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, width):
     from dipcodec.container import check_network_limits
     from dipcodec.encoder import choose_network
-    from dipcodec.restoration.restore import DENOISE_WIDTH, _network_bpp
+    from dipcodec.restoration.restore import RESTORE_WIDTH, _network_bpp
 
-    assert Restoration("denoise").purpose == "denoise"
-    pixels = np.zeros((height, width, 3), np.uint8)
-    bits = _network_bpp(pixels, "denoise") * height * width
-    config = choose_network(height, width, 3, bits, purpose="denoise")
-    # restore's denoiser is as wide whatever the image's size; its last stage is full size, no shuffle
-    assert config.input_channels == DENOISE_WIDTH and config.shuffle == 1
-    assert config.channels == (DENOISE_WIDTH,) * 3 + (64, 16)
-    check_network_limits(config, height, width, InputError)
-    # a file's denoiser is sized by its rate like any other network
-    assert choose_network(height, width, 3, 0.1 * bits, purpose="denoise").input_channels < DENOISE_WIDTH / 2
+    restoration = Restoration(mode, scale=4 if mode == "super-resolution" else 1)
+    big_h, big_w = restoration.output_size(height, width)
+    bits = _network_bpp(restoration, np.zeros((height, width, 3), np.uint8)) * big_h * big_w
+    config = choose_network(big_h, big_w, 3, bits, purpose=restoration.purpose)
+    # restore's network is as wide whatever the image's size; its last stage is full size, no shuffle
+    assert config.input_channels == RESTORE_WIDTH and config.shuffle == 1
+    assert config.channels == (RESTORE_WIDTH,) * 3 + (64, 16)
+    check_network_limits(config, big_h, big_w, InputError)
+    # a file's network is sized by its rate like any other
+    assert choose_network(big_h, big_w, 3, 0.1 * bits, purpose=restoration.purpose).input_channels < RESTORE_WIDTH / 2
 
 
 def test_denoising_removes_noise():

@@ -160,18 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=0, help="sr, denoise: centred square crop side (0: whole image)")
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--preset", default="default")
-    p.add_argument("--restore-bpp", type=float, help="ablation: network size of restore's inpainting and "
-                   "super-resolution (default RESTORE_BPP)")
-    p.add_argument("--denoise-width", type=int, help="ablation: width of restore's denoiser (default DENOISE_WIDTH)")
-    p.add_argument("--jitter", type=float, help="ablation: denoising's input jitter (default DENOISE_JITTER)")
+    p.add_argument("--restore-bpp", type=float, help="ablation: network size of restore's inpainting (default RESTORE_BPP)")
+    p.add_argument("--restore-width", type=int, help="ablation: width of restore's super-resolution and denoising "
+                   "networks (default RESTORE_WIDTH)")
+    p.add_argument("--jitter", type=float, help="ablation: input jitter of super-resolution and denoising "
+                   "(default INPUT_JITTER)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.restore_bpp is not None:
         restore_module.RESTORE_BPP = args.restore_bpp
-    if args.denoise_width is not None:
-        restore_module.DENOISE_WIDTH = args.denoise_width
+    if args.restore_width is not None:
+        restore_module.RESTORE_WIDTH = args.restore_width
     if args.jitter is not None:
-        modes.DENOISE_JITTER = args.jitter
+        modes.INPUT_JITTER = args.jitter
     rows = {"subtitles": subtitles, "subtitles-seq": subtitles_sequence, "sr": super_resolution,
             "denoise": denoise}[args.mode](args)
     numeric = [k for k, v in rows[0].items() if isinstance(v, float)]

@@ -20,14 +20,16 @@ from ..fit import FitSchedule, Loss, image_mse
 from ..network import NetworkPurpose
 from .downsample import lanczos_matrix
 
-__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "DENOISE_JITTER",
+__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "INPUT_JITTER",
            "DENOISE_AVERAGE_DECAY", "noise_level"]
 
 RestorationMode = Literal["inpaint", "super-resolution", "denoise"]
-DENOISE_JITTER = 1 / 30
-"""Standard deviation of the noise added to the fixed input (uniform on [0, 1)) at each iteration:
-the Deep Image Prior's regularizer and value. On kodim07's 256-pixel crop at sigma 25: 28.27 dB
-without, 28.59 with 1/30, 28.44 with 0.06 (BENCHMARKS.md, "Restoration")."""
+INPUT_JITTER = 1 / 30
+"""Standard deviation of the noise added to the fixed input (uniform on [0, 1)) at each iteration of
+a denoising or super-resolution fit: the Deep Image Prior's regularizer and value. kodim07's 256-pixel
+crop at sigma 25: 28.27 dB without, 28.59 with 1/30, 28.44 with 0.06; 4x super-resolution of it and
+of kodim01's: +1.20 and +0.44 dB over bicubic without, +1.21 and +0.50 with (BENCHMARKS.md,
+"Restoration")."""
 DENOISE_AVERAGE_DECAY = 0.99
 """The denoised image comes from a moving average of the fit's weights, as the Deep Image Prior
 averages its recent outputs (a weights-only file can hold only one network)."""
@@ -101,11 +103,14 @@ class Restoration:
 
     def schedule(self, base: FitSchedule, pixels: np.ndarray) -> FitSchedule:
         """The preset's iteration count as it is (these lengths were chosen by measurement, not sized by
-        cost); denoising also regularizes its fit and stops it at the image's noise level."""
+        cost); super-resolution and denoising jitter the input, and denoising also averages its fit and
+        stops it at the image's noise level."""
         base = dataclasses.replace(base, sized_for_cost=None)
-        if self.mode != "denoise":
+        if self.mode == "inpaint":
             return base
-        return dataclasses.replace(base, input_jitter=DENOISE_JITTER, average_decay=DENOISE_AVERAGE_DECAY,
+        if self.mode == "super-resolution":
+            return dataclasses.replace(base, input_jitter=INPUT_JITTER)
+        return dataclasses.replace(base, input_jitter=INPUT_JITTER, average_decay=DENOISE_AVERAGE_DECAY,
                                    stop_mse=noise_level(pixels) ** 2)
 
 

@@ -10,18 +10,19 @@ from ..decoder import resolve_device
 from ..encoder import BITS_PER_WEIGHT, PRESETS, FittedNetwork, Preset, Progress, check_settings, network_layout
 from ..errors import InputError
 from ..images import as_array
-from .modes import RestorationMode, restoration_for
+from .modes import Restoration, RestorationMode, restoration_for
 
-__all__ = ["restore", "RESTORE_BPP", "DENOISE_WIDTH"]
+__all__ = ["restore", "RESTORE_BPP", "RESTORE_WIDTH"]
 
 RESTORE_BPP = 2.0
-"""Network size for a restoration without a file, as a bit budget per output pixel at the encoder's
-bits per weight: as wide as the decoder's limits allow on a 768x512 output. Wider fits super-resolve
-better (BENCHMARKS.md, "Restoration")."""
-DENOISE_WIDTH = 128
-"""Width of the denoiser, whatever the image's size, as the Deep Image Prior's denoiser is one network:
-on kodim07's 256-pixel crop at sigma 25, 27.6 dB at width 64, 28.2 at 128, 28.3 at 256 for 70% more
-time (BENCHMARKS.md, "Restoration")."""
+"""Size of the inpainting network, as a bit budget per pixel at the encoder's bits per weight: as
+wide as the decoder's limits allow on a 768x512 image."""
+RESTORE_WIDTH = 128
+"""Width of the super-resolution and denoising networks, whatever the image's size, as the Deep Image
+Prior's are one network each. kodim07's 256-pixel crop at sigma 25: 27.6 dB at width 64, 28.2 at
+128, 28.3 at 256 for 70% more time; 4x super-resolution of it and of kodim01's at 128: +1.20 and
++0.44 dB over bicubic, against +1.15 and +0.33 at width 60 of the former layout (BENCHMARKS.md,
+"Restoration")."""
 
 
 def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = None, preset: Preset = "default",
@@ -40,7 +41,8 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
     restoration.check(pixels)
     check_settings(None, None, preset, seed)
     schedule = dataclasses.replace(PRESETS[preset], qat_iterations=0)
-    fitted = FittedNetwork.fit(pixels, _network_bpp(pixels, mode), schedule, seed, resolve_device(device), restoration, progress)
+    fitted = FittedNetwork.fit(pixels, _network_bpp(restoration, pixels), schedule, seed, resolve_device(device),
+                               restoration, progress)
     planes = (fitted.output()[0].clamp(0, 1) * 255).round().byte().cpu().numpy()
     restored = planes[0] if planes.shape[0] == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
     if restoration.mask is not None:  # the known pixels stay exactly as they were
@@ -48,10 +50,11 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
     return restored
 
 
-def _network_bpp(pixels: np.ndarray, mode: RestorationMode) -> float:
-    """The bit budget that sizes the network: RESTORE_BPP, or for denoising what DENOISE_WIDTH costs."""
-    if mode != "denoise":
+def _network_bpp(restoration: Restoration, pixels: np.ndarray) -> float:
+    """The bit budget per output pixel that sizes the network: RESTORE_BPP for inpainting, what a
+    RESTORE_WIDTH network costs otherwise."""
+    if restoration.mode == "inpaint":
         return RESTORE_BPP
-    height, width = pixels.shape[:2]
-    denoiser = network_layout(height, width, 1 if pixels.ndim == 2 else 3, purpose="denoise")(DENOISE_WIDTH)
-    return denoiser.parameter_count() * BITS_PER_WEIGHT / (height * width)
+    height, width = restoration.output_size(*pixels.shape[:2])
+    network = network_layout(height, width, 1 if pixels.ndim == 2 else 3, purpose=restoration.purpose)(RESTORE_WIDTH)
+    return network.parameter_count() * BITS_PER_WEIGHT / (height * width)
