@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, Union
 import numpy as np
 import torch
 
-from .container import Bitstream, Reference, check_network_limits, pack
+from .container import MAX_ACTIVATION_RATIO, Bitstream, Reference, check_network_limits, pack
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
@@ -70,10 +70,6 @@ little, and a file pushed over the target must move to a coarser grid its weight
 MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
 MAX_WIDTH = 192
-MAX_FULL_SIZE_WIDTH = 16
-"""Channels of a full-size stage: the decoder allows 16 floats per pixel in any one tensor."""
-MAX_HALF_SIZE_WIDTH = 64
-"""And of a half-size stage, by the same limit."""
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
@@ -116,7 +112,8 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
     and ``"denoise"`` draw every pixel themselves: no pixel shuffle (its sub-pixels are free to draw
     patterns that a downsampler never sees, and a shuffled denoiser gained 2 dB less), a last stage at
     full size and wide coarse ones, widths k, k, k, min(k, 64), min(k, 16) from an input at 1/16 size
-    (the decoder's 16 floats per pixel cap the two fine stages). Width buys detail before noise
+    (the decoder's 16 floats per pixel cap the two fine stages, more tightly where padding to a
+    multiple of 16 adds pixels). Width buys detail before noise
     (kodim07's crop at sigma 25: 27.6 dB at k = 64, 28.2 at 128, 28.3 at 256).
     """
     return widest_network(network_layout(height, width, channels, purpose=purpose), height, width,
@@ -130,7 +127,11 @@ def network_layout(height: int, width: int, channels: int, *,
     short = min(height, width)
     activation: Activation = "relu"
     if short >= 64 and purpose in ("upscale", "denoise"):
-        layout = lambda k: ((k, k, k, min(k, MAX_HALF_SIZE_WIDTH), min(k, MAX_FULL_SIZE_WIDTH)), 1)
+        # The decoder allows MAX_ACTIVATION_RATIO floats per image pixel in any one tensor, and the
+        # padding to the input's stride (16) adds pixels of its own: the two fine stages narrow with it.
+        covered = height * width / (-(-height // 16) * 16 * (-(-width // 16) * 16))
+        full, half = max(int(MAX_ACTIVATION_RATIO * covered), 1), int(4 * MAX_ACTIVATION_RATIO * covered)
+        layout = lambda k: ((k, k, k, min(k, half), min(k, full)), 1)
     elif short >= 64 and purpose == "restore":
         layout = lambda k: ((k, k, k, max(k // 2, 4)), 2)
     elif short >= 64:

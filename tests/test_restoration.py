@@ -182,8 +182,9 @@ def test_fit_stops_at_the_given_mse_and_can_return_an_average():
     assert 0 < averaged < 0.3 * best
 
 
-@pytest.mark.parametrize("mode, height, width", [("denoise", 256, 256), ("denoise", 512, 768),
-                                                 ("super-resolution", 64, 64), ("super-resolution", 128, 192)])
+@pytest.mark.parametrize("mode, height, width", [
+    ("denoise", 256, 256), ("denoise", 512, 768), ("denoise", 100, 100), ("denoise", 333, 500), ("denoise", 64, 208),
+    ("super-resolution", 64, 64), ("super-resolution", 25, 25), ("super-resolution", 100, 150)])
 def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, width):
     from dipcodec.container import check_network_limits
     from dipcodec.encoder import choose_network
@@ -193,10 +194,13 @@ def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, w
     big_h, big_w = restoration.output_size(height, width)
     bits = _network_bpp(restoration, np.zeros((height, width, 3), np.uint8)) * big_h * big_w
     config = choose_network(big_h, big_w, 3, bits, purpose=restoration.purpose)
-    # restore's network is as wide whatever the image's size; its last stage is full size, no shuffle
+    # restore's network is as wide whatever the image's size, padded or not; its last stage is full
+    # size (no shuffle) and as wide as the decoder's limits allow once padding is counted
     assert config.input_channels == RESTORE_WIDTH and config.shuffle == 1
-    assert config.channels == (RESTORE_WIDTH,) * 3 + (64, 16)
+    assert config.channels[:3] == (RESTORE_WIDTH,) * 3 and 8 <= config.channels[-1] <= 16
     check_network_limits(config, big_h, big_w, InputError)
+    if big_h % 16 == 0 and big_w % 16 == 0:
+        assert config.channels[3:] == (64, 16)
     # a file's network is sized by its rate like any other
     assert choose_network(big_h, big_w, 3, 0.1 * bits, purpose=restoration.purpose).input_channels < RESTORE_WIDTH / 2
 

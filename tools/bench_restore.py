@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 import dipcodec
+from dipcodec.encoder import MAX_WIDTH
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.run import load_rgb, parse_images
 from dipcodec.restoration import modes
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.restore_bpp is not None:
         restore_module.RESTORE_BPP = args.restore_bpp
     if args.restore_width is not None:
+        if not 4 <= args.restore_width <= MAX_WIDTH:
+            p.error(f"--restore-width must be between 4 and {MAX_WIDTH} (the encoder's widest network)")
         restore_module.RESTORE_WIDTH = args.restore_width
     if args.jitter is not None:
         modes.INPUT_JITTER = args.jitter

@@ -4,9 +4,12 @@
     python tools/sr_curve.py kodim07 [--crop 256] [--iterations 2200] [--bpp 2.0] [--shuffle 1] [--jitter 0]
                              [--activation relu|sine] [--kernels 1,1,1,3,3] [--purpose denoise] [--width K]
 
-Fits the network ``restore`` would use (``--bpp`` bits per output pixel, ``--shuffle`` 1 or the
-codec's usual 2; or ``--purpose``'s layout; ``--width`` instead of a bit budget) to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma
-PSNR gain of the large output over Pillow's bicubic upscale (4-pixel border cropped). One thread.
+Fits a network (``--bpp`` bits per output pixel, or ``--width`` k; ``--shuffle`` 1 for the layout of
+``restore``'s super-resolution, 2 for the inpainting network shuffled 2x; or ``--purpose``'s layout)
+to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma PSNR gain of the
+large output over Pillow's bicubic upscale (4-pixel border cropped). One thread. ``restore`` itself
+fits ``--width 128 --jitter 0.033``; the defaults are the ablations' starting point, and before
+commit 08a81d0 the super-resolution layout was k, k, k, k, min(k/2, 16).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted = fit(net, noise, target, FitSchedule(args.iterations, 0, input_jitter=args.jitter), report,
                  Restoration("super-resolution", scale=4).loss(target))
     print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} {config.activation} shuffle "
-          f"{args.shuffle} jitter {args.jitter}: bicubic "
+          f"{config.shuffle} jitter {args.jitter}: bicubic "
           f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration {' '.join(points)}")
     return 0
 

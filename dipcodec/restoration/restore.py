@@ -18,8 +18,8 @@ RESTORE_BPP = 2.0
 """Size of the inpainting network, as a bit budget per pixel at the encoder's bits per weight: as
 wide as the decoder's limits allow on a 768x512 image."""
 RESTORE_WIDTH = 128
-"""Width of the super-resolution and denoising networks, whatever the image's size, as the Deep Image
-Prior's are one network each. kodim07's 256-pixel crop at sigma 25: 27.6 dB at width 64, 28.2 at
+"""Width of the super-resolution and denoising networks whatever the image's size (on images of 64
+pixels or more a side), as the Deep Image Prior's are one network each. kodim07's 256-pixel crop at sigma 25: 27.6 dB at width 64, 28.2 at
 128, 28.3 at 256 for 70% more time; 4x super-resolution of it and of kodim01's at 128: +1.20 and
 +0.44 dB over bicubic, against +1.15 and +0.33 at width 60 of the former layout (BENCHMARKS.md,
 "Restoration")."""
@@ -57,4 +57,5 @@ def _network_bpp(restoration: Restoration, pixels: np.ndarray) -> float:
         return RESTORE_BPP
     height, width = restoration.output_size(*pixels.shape[:2])
     network = network_layout(height, width, 1 if pixels.ndim == 2 else 3, purpose=restoration.purpose)(RESTORE_WIDTH)
-    return network.parameter_count() * BITS_PER_WEIGHT / (height * width)
+    # Half a weight over its count, so that rounding cannot leave the budget a hair short of it.
+    return (network.parameter_count() + 0.5) * BITS_PER_WEIGHT / (height * width)
