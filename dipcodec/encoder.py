@@ -26,7 +26,7 @@ from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse,
 from .images import as_array
 from .network import Activation, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, reference_weights
 from .quantize import dequantize, quantize, step_codes_for, step_scales
-from .restoration.modes import Restoration, restoration_for
+from .restoration.modes import Restoration, purpose_of, restoration_for
 
 if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
@@ -302,7 +302,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
     start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
-                       purpose=restoration.purpose if restoration else "compress")
+                       purpose=purpose_of(restoration))
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
 
@@ -407,7 +407,7 @@ class FittedNetwork:
         channels = 1 if pixels.ndim == 2 else 3
         if start is None:
             self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
-                                         purpose=restoration.purpose if restoration else "compress")
+                                         purpose=purpose_of(restoration))
             self.reference = reference_weights(self.config, seed)
         else:
             self.config, self.reference = start.network, [w.copy() for w in start.weights]

@@ -20,10 +20,15 @@ from ..fit import FitSchedule, Loss, image_mse
 from ..network import NetworkPurpose
 from .downsample import lanczos_matrix
 
-__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "INPUT_JITTER",
-           "DENOISE_AVERAGE_DECAY", "noise_level"]
+__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "PURPOSES", "purpose_of",
+           "INPUT_JITTER", "DENOISE_AVERAGE_DECAY", "noise_level"]
 
 RestorationMode = Literal["inpaint", "super-resolution", "denoise"]
+PURPOSES: dict[RestorationMode | None, NetworkPurpose] = {
+    None: "compress", "inpaint": "restore", "super-resolution": "upscale", "denoise": "denoise"}
+"""The network each restoration fits (None: plain coding). For super-resolution and denoising one
+without a pixel shuffle (a downsampler would let shuffled sub-pixels draw any pattern it cannot see;
+a denoiser must draw every pixel itself); for inpainting the ReLU network of the Deep Image Prior."""
 INPUT_JITTER = 1 / 30
 """Standard deviation of the noise added to the fixed input (uniform on [0, 1)) at each iteration of
 a denoising or super-resolution fit: the Deep Image Prior's regularizer and value. kodim07's 256-pixel
@@ -70,10 +75,8 @@ class Restoration:
 
     @property
     def purpose(self) -> NetworkPurpose:
-        """The network it needs: for super-resolution and denoising one without a pixel shuffle (a
-        downsampler would let shuffled sub-pixels draw any pattern it cannot see; a denoiser must draw
-        every pixel itself); the restoring one for inpainting."""
-        return {"super-resolution": "upscale", "denoise": "denoise"}.get(self.mode, "restore")
+        """The network it needs (:data:`PURPOSES`)."""
+        return PURPOSES[self.mode]
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self.scale * height, self.scale * width
@@ -112,6 +115,11 @@ class Restoration:
             return dataclasses.replace(base, input_jitter=INPUT_JITTER)
         return dataclasses.replace(base, input_jitter=INPUT_JITTER, average_decay=DENOISE_AVERAGE_DECAY,
                                    stop_mse=noise_level(pixels) ** 2)
+
+
+def purpose_of(restoration: Restoration | None) -> NetworkPurpose:
+    """The network a fit with this restoration (or None: plain coding) needs."""
+    return PURPOSES[restoration.mode if restoration else None]
 
 
 def as_mask(mask, pixels: np.ndarray) -> np.ndarray:

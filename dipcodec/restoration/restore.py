@@ -19,10 +19,10 @@ RESTORE_BPP = 2.0
 wide as the decoder's limits allow on a 768x512 image."""
 RESTORE_WIDTH = 128
 """Width of the super-resolution and denoising networks whatever the image's size (on images of 64
-pixels or more a side), as the Deep Image Prior's are one network each. kodim07's 256-pixel crop at sigma 25: 27.6 dB at width 64, 28.2 at
-128, 28.3 at 256 for 70% more time; 4x super-resolution of it and of kodim01's at 128: +1.20 and
-+0.44 dB over bicubic, against +1.15 and +0.33 at width 60 of the former layout (BENCHMARKS.md,
-"Restoration")."""
+pixels or more a side), as the Deep Image Prior's are one network each. kodim07's 256-pixel crop at
+sigma 25: 27.6 dB at width 64, 28.2 at 128, 28.3 at 256 for 70% more time; 4x super-resolution of it
+and of kodim01's at 128: +1.20 and +0.44 dB over bicubic, against +1.15 and +0.33 at width 60 of the
+former layout (BENCHMARKS.md, "Restoration")."""
 
 
 def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = None, preset: Preset = "default",

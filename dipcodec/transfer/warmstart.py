@@ -21,7 +21,7 @@ from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, Encod
 from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
-from ..restoration.modes import restoration_for
+from ..restoration.modes import PURPOSES, restoration_for
 from .sequence import MAX_AVERAGE, MAX_FRAMES, SequenceFile, mean_weights, pack_sequence
 
 __all__ = ["encode_sequence", "warm_schedule", "DEFAULT_KEYINT", "WARM_ITERATIONS", "WARM_LEARNING_RATE",
@@ -76,7 +76,7 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     channels = 1 if pixels[0].ndim == 2 else 3
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     key_start = base_start(base, height, width, channels, network_bpp * height * width,
-                           purpose="restore" if mask is not None else "compress")
+                           purpose=PURPOSES["inpaint" if mask is not None else None])
     coded: list[bytes] = []
     history: list[tuple[np.ndarray, ...]] = []
     key: EncodeResult | None = None
