@@ -96,11 +96,11 @@ def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     assert stretched_schedule(fast, at(0.25), 512, 768).iterations == round(1.1 * fast.iterations)
     exact = FitSchedule(iterations=100, qat_iterations=0)
     assert stretched_schedule(exact, at(0.25), 512, 768) == exact
-    from dipcodec.restoration.modes import DENOISE_AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level
+    from dipcodec.restoration.modes import AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level
 
     image = make_image(64, 64)
     assert Restoration("super-resolution", scale=4).schedule(fast, image) == dataclasses.replace(
         fast, sized_for_cost=None, input_jitter=INPUT_JITTER)
     assert Restoration("denoise").schedule(fast, image) == dataclasses.replace(
-        fast, sized_for_cost=None, input_jitter=INPUT_JITTER, average_decay=DENOISE_AVERAGE_DECAY,
+        fast, sized_for_cost=None, input_jitter=INPUT_JITTER, average_decay=AVERAGE_DECAY,
         stop_mse=noise_level(image) ** 2)

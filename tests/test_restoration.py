@@ -108,6 +108,45 @@ def test_restore_inpaint_keeps_known_pixels_and_fills_the_hole():
     assert psnr(clean[mask], restored[mask]) > psnr(clean[mask], damaged[mask]) + 10
 
 
+def test_restore_inpaint_fits_a_window_around_the_holes():
+    from dipcodec.restoration.restore import INPAINT_MIN_SIDE, hole_window
+
+    mask = np.zeros((480, 854), bool)
+    mask[100:110, 200:300] = True
+    rows, cols = hole_window(mask, 16)
+    assert (rows.start, rows.stop) == (73, 73 + INPAINT_MIN_SIDE) and (cols.start, cols.stop) == (184, 316)
+    corner = np.zeros((480, 854), bool)
+    corner[475:, 850:] = True  # grown to the minimum side, shifted back inside the image
+    assert hole_window(corner, 16) == (slice(416, 480), slice(790, 854))
+    assert hole_window(np.ones((20, 30), bool), 16) == (slice(0, 20), slice(0, 30))
+
+    clean, hole = make_image(96, 160), np.zeros((96, 160), bool)
+    hole[40:48, 100:120] = True
+    far = clean.copy()
+    far[:, :40] = 0  # outside the window: cannot change the fill
+    first = dipcodec.restore(clean, "inpaint", mask=hole, preset="fast")
+    assert np.array_equal(dipcodec.restore(far, "inpaint", mask=hole, preset="fast")[hole], first[hole])
+    assert np.array_equal(first[~hole], clean[~hole])
+    assert psnr(clean[hole], first[hole]) > 25
+    # nothing to fill: the image comes back as it was, without a fit
+    assert np.array_equal(dipcodec.restore(clean, "inpaint", mask=np.zeros_like(hole), preset="fast"), clean)
+
+
+def test_restore_averages_the_fits_of_successive_seeds(monkeypatch):
+    from dipcodec.restoration import restore as restore_module
+
+    small = make_image(12, 16)
+    singles = [dipcodec.restore(small, "super-resolution", preset="fast", seed=s).astype(int) for s in (7, 8)]
+    monkeypatch.setitem(restore_module.RESTORE_FITS, "fast", 2)
+    calls = []
+    both = dipcodec.restore(small, "super-resolution", preset="fast", seed=7,
+                            progress=lambda done, total, _: calls.append((done, total)))
+    assert calls[449] == (450, 900) and calls[-1] == (900, 900)  # one bar over both fits
+    assert not np.array_equal(*singles)
+    # the mean of the two images, up to each one's rounding to uint8
+    assert np.abs(both - (singles[0] + singles[1]) / 2).max() <= 1
+
+
 # ---------------------------------------------------------------- super-resolution
 
 
@@ -187,13 +226,13 @@ def test_fit_stops_at_the_given_mse_and_can_return_an_average():
     ("super-resolution", 64, 64), ("super-resolution", 25, 25), ("super-resolution", 100, 150)])
 def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, width):
     from dipcodec.container import check_network_limits
-    from dipcodec.encoder import choose_network
-    from dipcodec.restoration.restore import RESTORE_WIDTH, _network_bpp
+    from dipcodec.encoder import BITS_PER_WEIGHT, choose_network
+    from dipcodec.restoration.restore import RESTORE_WIDTH, restore_network
 
     restoration = Restoration(mode, scale=4 if mode == "super-resolution" else 1)
     big_h, big_w = restoration.output_size(height, width)
-    bits = _network_bpp(restoration, np.zeros((height, width, 3), np.uint8)) * big_h * big_w
-    config = choose_network(big_h, big_w, 3, bits, purpose=restoration.purpose)
+    config = restore_network(restoration, height, width, 3)
+    bits = config.parameter_count() * BITS_PER_WEIGHT
     # restore's network is as wide whatever the image's size, padded or not; its last stage is full
     # size (no shuffle) and as wide as the decoder's limits allow once padding is counted
     assert config.input_channels == RESTORE_WIDTH and config.shuffle == 1

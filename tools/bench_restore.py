@@ -161,15 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=0, help="sr, denoise: centred square crop side (0: whole image)")
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--preset", default="default")
-    p.add_argument("--restore-bpp", type=float, help="ablation: network size of restore's inpainting (default RESTORE_BPP)")
-    p.add_argument("--restore-width", type=int, help="ablation: width of restore's super-resolution and denoising "
-                   "networks (default RESTORE_WIDTH)")
+    p.add_argument("--margin", type=int, help="ablation: known pixels around the holes that restore's inpainting "
+                   "fits (default INPAINT_MARGIN)")
+    p.add_argument("--restore-width", type=int, help="ablation: width of restore's networks (default RESTORE_WIDTH)")
     p.add_argument("--jitter", type=float, help="ablation: input jitter of super-resolution and denoising "
                    "(default INPUT_JITTER)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    if args.restore_bpp is not None:
-        restore_module.RESTORE_BPP = args.restore_bpp
+    if args.margin is not None:
+        restore_module.INPAINT_MARGIN = args.margin
     if args.restore_width is not None:
         if not 4 <= args.restore_width <= MAX_WIDTH:
             p.error(f"--restore-width must be between 4 and {MAX_WIDTH} (the encoder's widest network)")

@@ -21,7 +21,7 @@ from ..network import NetworkPurpose
 from .downsample import lanczos_matrix
 
 __all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "PURPOSES", "purpose_of",
-           "INPUT_JITTER", "DENOISE_AVERAGE_DECAY", "noise_level"]
+           "INPUT_JITTER", "AVERAGE_DECAY", "noise_level"]
 
 RestorationMode = Literal["inpaint", "super-resolution", "denoise"]
 PURPOSES: dict[RestorationMode | None, NetworkPurpose] = {
@@ -35,9 +35,10 @@ a denoising or super-resolution fit: the Deep Image Prior's regularizer and valu
 crop at sigma 25: 28.27 dB without, 28.59 with 1/30, 28.44 with 0.06; 4x super-resolution of it and
 of kodim01's: +1.20 and +0.44 dB over bicubic without, +1.21 and +0.50 with (BENCHMARKS.md,
 "Restoration")."""
-DENOISE_AVERAGE_DECAY = 0.99
-"""The denoised image comes from a moving average of the fit's weights, as the Deep Image Prior
-averages its recent outputs (a weights-only file can hold only one network)."""
+AVERAGE_DECAY = 0.99
+"""A denoised (or, by ``restore``, inpainted) image comes from a moving average of the fit's
+weights, as the Deep Image Prior averages its recent outputs (a weights-only file can hold only
+one network)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Restoration:
             return base
         if self.mode == "super-resolution":
             return dataclasses.replace(base, input_jitter=INPUT_JITTER)
-        return dataclasses.replace(base, input_jitter=INPUT_JITTER, average_decay=DENOISE_AVERAGE_DECAY,
+        return dataclasses.replace(base, input_jitter=INPUT_JITTER, average_decay=AVERAGE_DECAY,
                                    stop_mse=noise_level(pixels) ** 2)
 
 
