@@ -3,11 +3,13 @@
 
     python tools/sr_curve.py kodim07 [--crop 256] [--iterations 2200] [--bpp 2.0] [--shuffle 1] [--jitter 0]
                              [--activation relu|sine] [--kernels 1,1,1,3,3] [--purpose denoise] [--width K]
+                             [--average 0.99]
 
 Fits a network (``--bpp`` bits per output pixel, or ``--width`` k; ``--shuffle`` 1 for the layout of
 ``restore``'s super-resolution, 2 for the inpainting network shuffled 2x; or ``--purpose``'s layout)
 to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma PSNR gain of the
-large output over Pillow's bicubic upscale (4-pixel border cropped). One thread. ``restore`` itself
+large output over Pillow's bicubic upscale (4-pixel border cropped), and with ``--average`` that of
+a moving average of the weights beside it. One thread. ``restore`` itself
 fits ``--width 128 --jitter 0.033``; the defaults are the ablations' starting point, and before
 commit 08a81d0 the super-resolution layout was k, k, k, k, min(k/2, 16).
 """
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the layout of this network purpose (overrides --shuffle)")
     p.add_argument("--width", type=int, help="this width k instead of the widest that --bpp affords")
     p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--average", type=float, default=0.0,
+                   help="also report a moving average of the weights with this decay per iteration (e.g. 0.99)")
     p.add_argument("--activation", choices=("relu", "sine"), help="replace the network's activation")
     p.add_argument("--kernels", help="comma-separated kernel size per stage, replacing the 1x1 ones (e.g. 1,1,1,3,3)")
     args = p.parse_args(argv)
@@ -67,18 +71,26 @@ def main(argv: list[str] | None = None) -> int:
     net = Generator(config).load(reference_weights(config, 0))
     noise = fixed_input(config, 0, h, w)
     points = []
+    average = [p.detach().clone() for p in net.parameters()]
+
+    def gain(weights=None) -> float:
+        with torch.no_grad():
+            large = (net(noise, weights)[0, :, :h, :w].clamp(0, 1) * 255).round().byte().numpy().transpose(1, 2, 0)
+        return _luma_psnr(image, large) - bicubic
 
     def report(done: int, _: float) -> None:
-        if done % 200 == 0:
+        if args.average:
             with torch.no_grad():
-                large = (net(noise)[0, :, :h, :w].clamp(0, 1) * 255).round().byte().numpy().transpose(1, 2, 0)
-            points.append(f"{done}:{_luma_psnr(image, large) - bicubic:+.2f}")
+                for a, p in zip(average, net.parameters()):
+                    a.lerp_(p, 1 - args.average)
+        if done % 200 == 0:
+            points.append(f"{done}:{gain():+.2f}" + (f"/{gain(average):+.2f}" if args.average else ""))
 
     fitted = fit(net, noise, target, FitSchedule(args.iterations, 0, input_jitter=args.jitter), report,
                  Restoration("super-resolution", scale=4).loss(target))
     print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} {config.activation} shuffle "
-          f"{config.shuffle} jitter {args.jitter}: bicubic "
-          f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration {' '.join(points)}")
+          f"{config.shuffle} jitter {args.jitter} average {args.average}: bicubic "
+          f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration{' (iterate/average)' if args.average else ''} {' '.join(points)}")
     return 0
 
 
