@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.margin is not None:
+        if args.margin < 1:
+            p.error("--margin must be at least 1 (the window needs known pixels)")
         restore_module.INPAINT_MARGIN = args.margin
     if args.restore_width is not None:
         if not 4 <= args.restore_width <= MAX_WIDTH:

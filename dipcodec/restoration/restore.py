@@ -93,7 +93,10 @@ def restore_network(restoration: Restoration, height: int, width: int, channels:
 
 def hole_window(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
     """Rows and columns of the window inpainting fits: the holes' bounding box grown by ``margin``
-    known pixels, and to INPAINT_MIN_SIDE a side where the image allows."""
+    known pixels (at least one, so that the window holds some), and to INPAINT_MIN_SIDE a side where
+    the image allows."""
+    if margin < 1:
+        raise ValueError(f"margin must be at least 1, got {margin}")
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return (_span(int(rows[0]), int(rows[-1]) + 1, mask.shape[0], margin),
             _span(int(cols[0]), int(cols[-1]) + 1, mask.shape[1], margin))
@@ -111,16 +114,22 @@ def _span(first: int, stop: int, size: int, margin: int) -> slice:
 def _averaged_image(pixels: np.ndarray, restoration: Restoration, schedule: FitSchedule, seed: int, fits: int,
                     device: str, progress: Progress | None) -> np.ndarray:
     """Fit restore's network under ``restoration`` from ``fits`` seeds and return the mean of their
-    images as uint8 (H x W or H x W x C). ``progress`` counts the iterations of all fits together."""
+    images as uint8 (H x W or H x W x C). ``progress`` counts the iterations all fits ran, against
+    what they would run without stopping early."""
     config = restore_network(restoration, *pixels.shape[:2], 1 if pixels.ndim == 2 else 3)
-    total = 0.0
+    total, done, last = 0.0, 0, [0]
+
+    def report(n: int, of: int, psnr: float) -> None:
+        last[0] = n
+        progress(done + n, fits * of, psnr)
+
     for i in range(fits):
         fit_seed = (seed + i) % 2**32
         start = Start(config, tuple(reference_weights(config, fit_seed)), "seed")
-        done = i * schedule.iterations
-        report = (lambda n, of, psnr, done=done: progress(done + n, fits * of, psnr)) if progress else None
-        fitted = FittedNetwork.fit(pixels, 0.0, schedule, fit_seed, resolve_device(device), restoration, report,
-                                   start)
+        fitted = FittedNetwork.fit(pixels, 0.0, schedule, fit_seed, resolve_device(device), restoration,
+                                   report if progress else None, start)
         total = total + fitted.output()[0].clamp(0, 1)
+        del fitted  # one network at a time in memory
+        done, last[0] = done + last[0], 0
     planes = (total / fits * 255).round().byte().cpu().numpy()
     return planes[0] if planes.shape[0] == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
