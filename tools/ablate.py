@@ -9,7 +9,7 @@ Layouts (all 1x1 convolutions unless named otherwise; widths chosen for ~BITS bi
   default   what the encoder picks now (choose_network)
   shuffle4  stages at 1/4 size from an input at 1/INPUT, then a 4x pixel shuffle
   taper     stages at 1/4 size from an input at 1/INPUT, a half-width stage at 1/2 size, 2x shuffle
-  taper2    taper whose 1/4-size stage is half width and 1/2-size stage quarter width (input 1/16)
+  taper2    taper whose 1/4-size stage is half width and 1/2-size stage quarter width (the encoder's at 1/16)
   k3        shuffle4 with 3x3 kernels in the first two stages
   six       shuffle4 with one more stage (input at 1/128)
   nearest   shuffle4 with nearest-neighbour upsampling
@@ -33,8 +33,10 @@ KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
 
 def layout(name: str, input_fraction: int, channels: int, k: int, activation: str = "relu") -> NetworkConfig:
-    if name == "taper2":
-        return NetworkConfig((k, k, max(k // 2, 4), max(k // 4, 4)), (1,) * 4, k, channels, 2, activation=activation)
+    if name == "taper2":  # (k, k, k/2, k/4) from an input at 1/16; one k-wide stage fewer or more per halving
+        stages = int(math.log2(input_fraction // 2)) + 1
+        widths = (k,) * (stages - 2) + (max(k // 2, 4), max(k // 4, 4))
+        return NetworkConfig(widths, (1,) * stages, k, channels, 2, activation=activation)
     quarter = int(math.log2(input_fraction // 4)) + 1  # stages at 1/4 size, the first one on the input
     if name == "taper":
         return NetworkConfig((k,) * quarter + (max(k // 2, 4),), (1,) * (quarter + 1), k, channels, 2,
