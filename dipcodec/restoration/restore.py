@@ -86,8 +86,9 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
 
 def restore_network(restoration: Restoration, height: int, width: int, channels: int) -> NetworkConfig:
     """The network restore fits to an image (or window) of this size: the full-size layout of
-    super-resolution and denoising at RESTORE_WIDTH, its output at the restored size."""
-    purpose = "upscale" if restoration.mode == "super-resolution" else "denoise"
+    super-resolution and denoising at RESTORE_WIDTH (inpainting's too: no file bounds its weights),
+    its output at the restored size."""
+    purpose = "denoise" if restoration.mode == "inpaint" else restoration.purpose
     return network_layout(*restoration.output_size(height, width), channels, purpose=purpose)(RESTORE_WIDTH)
 
 
@@ -117,19 +118,20 @@ def _averaged_image(pixels: np.ndarray, restoration: Restoration, schedule: FitS
     images as uint8 (H x W or H x W x C). ``progress`` counts the iterations all fits ran, against
     what they would run without stopping early."""
     config = restore_network(restoration, *pixels.shape[:2], 1 if pixels.ndim == 2 else 3)
-    total, done, last = 0.0, 0, [0]
+    torch_device = resolve_device(device)
+    total, ran = 0.0, 0
 
-    def report(n: int, of: int, psnr: float) -> None:
-        last[0] = n
-        progress(done + n, fits * of, psnr)
+    def report(_: int, of: int, psnr: float) -> None:  # once per iteration a fit runs
+        nonlocal ran
+        ran += 1
+        progress(ran, fits * of, psnr)
 
     for i in range(fits):
         fit_seed = (seed + i) % 2**32
         start = Start(config, tuple(reference_weights(config, fit_seed)), "seed")
-        fitted = FittedNetwork.fit(pixels, 0.0, schedule, fit_seed, resolve_device(device), restoration,
+        fitted = FittedNetwork.fit(pixels, 0.0, schedule, fit_seed, torch_device, restoration,
                                    report if progress else None, start)
         total = total + fitted.output()[0].clamp(0, 1)
         del fitted  # one network at a time in memory
-        done, last[0] = done + last[0], 0
     planes = (total / fits * 255).round().byte().cpu().numpy()
     return planes[0] if planes.shape[0] == 1 else np.ascontiguousarray(planes.transpose(1, 2, 0))
