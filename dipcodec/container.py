@@ -17,11 +17,11 @@ import zstandard
 
 from .entropy import TensorModel
 from .errors import DecodeError
-from .network import ACTIVATIONS, UPSAMPLE_MODES, NetworkConfig, decode_cost, padded_size
+from .network import ACTIVATIONS, NetworkConfig, Upsample, decode_cost, padded_size
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
-    "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE", "MODES", "REFERENCES", "Mode", "Reference",
+    "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE", "FILE_UPSAMPLE_MODES", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
     "varint", "Reader", "framed_body",
 ]
@@ -46,6 +46,9 @@ MAX_ACTIVATION_RATIO = 16
 MAX_MACS_PER_PIXEL = 32768
 """And cost at most this many multiply-adds per declared image pixel."""
 MAX_SEED = (1 << 32) - 1
+FILE_UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")
+"""The upsampling a file's network may declare (byte 0 or 1). Bicubic is ``restore``'s alone, which
+writes no file."""
 BASE_ID_BYTES = 8
 
 Mode = Literal["plain", "inpaint", "super-resolution", "denoise"]
@@ -147,10 +150,12 @@ class Reader:
 def network_bytes(cfg: NetworkConfig) -> bytes:
     """The network description (section ``N``; base model files hold the same bytes). A ReLU network
     has no activation byte, so its description (and a base model's id) is what version 2 wrote."""
+    if cfg.upsample not in FILE_UPSAMPLE_MODES:
+        raise ValueError(f"a file cannot hold a network with {cfg.upsample} upsampling")
     out = bytearray([len(cfg.channels)]) + varint(cfg.input_channels)
     for c, k in zip(cfg.channels, cfg.kernel_sizes):
         out += varint(c) + bytes([k])
-    out += bytes([cfg.out_channels, cfg.shuffle, UPSAMPLE_MODES.index(cfg.upsample)])
+    out += bytes([cfg.out_channels, cfg.shuffle, FILE_UPSAMPLE_MODES.index(cfg.upsample)])
     if cfg.activation != "relu":
         out.append(ACTIVATIONS.index(cfg.activation))
     return bytes(out)
@@ -212,11 +217,11 @@ def parse_network(payload: bytes, channels: int | None = None, *, activation_byt
         raise DecodeError("network section has trailing bytes")
     if channels is not None and out_channels != channels:
         raise DecodeError("network output channels do not match the image channels")
-    if upsample >= len(UPSAMPLE_MODES) or any(k > MAX_KERNEL for k in kernels):
+    if upsample >= len(FILE_UPSAMPLE_MODES) or any(k > MAX_KERNEL for k in kernels):
         raise DecodeError("invalid network description")
     try:
         cfg = NetworkConfig(tuple(widths), tuple(kernels), input_channels, out_channels, shuffle,
-                            UPSAMPLE_MODES[upsample], ACTIVATIONS[activation])
+                            FILE_UPSAMPLE_MODES[upsample], ACTIVATIONS[activation])
     except ValueError as exc:
         raise DecodeError(f"invalid network description ({exc})") from None
     if cfg.parameter_count() > MAX_PARAMETERS:

@@ -15,13 +15,14 @@ import dipcodec
 from dipcodec.container import VERSION, Bitstream, network_bytes, pack, parse_network
 from dipcodec.entropy import encode_symbols, fit_model
 from dipcodec.errors import DecodeError
-from dipcodec.network import Generator, NetworkConfig, fixed_input, padded_size, reference_weights
+from dipcodec.network import Generator, NetworkConfig, fixed_input, padded_size, reference_weights, upsample2x
 from dipcodec.quantize import quantize
 
 TAPERED = NetworkConfig(channels=(12, 12, 6), kernel_sizes=(1, 1, 1), input_channels=12, out_channels=3, shuffle=2)
 
 
 SINE = dataclasses.replace(TAPERED, activation="sine")
+BICUBIC = dataclasses.replace(TAPERED, upsample="bicubic")
 
 
 def _upsample_then_convolve(config: NetworkConfig, weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -30,13 +31,13 @@ def _upsample_then_convolve(config: NetworkConfig, weights: list[torch.Tensor], 
     for stage, k in enumerate(config.kernel_sizes):
         conv_w, gain, bias = weights[3 * stage : 3 * stage + 3]
         if stage > 0:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = F.interpolate(x, scale_factor=2, mode=config.upsample, align_corners=False)
         x = activation(F.group_norm(F.conv2d(x, conv_w), conv_w.shape[0], gain, bias, eps=1e-5))
     x = F.pixel_shuffle(F.conv2d(x, weights[-2], weights[-1]), config.shuffle)
     return torch.sigmoid(x)
 
 
-@pytest.mark.parametrize("config", [TAPERED, SINE], ids=["relu", "sine"])
+@pytest.mark.parametrize("config", [TAPERED, SINE, BICUBIC], ids=["relu", "sine", "bicubic"])
 def test_convolve_first_equals_upsample_then_convolve(config):
     rng = np.random.default_rng(0)
     weights = [rng.normal(0, 0.5, s).astype(np.float32) for s in config.tensor_shapes()]
@@ -47,6 +48,24 @@ def test_convolve_first_equals_upsample_then_convolve(config):
         reference = _upsample_then_convolve(config, [torch.from_numpy(w) for w in weights], noise)
     assert fast.shape == reference.shape == (1, 3, 32, 48)
     assert torch.max(torch.abs(fast - reference)).item() < 1e-5
+
+
+@pytest.mark.parametrize("height, width", [(1, 3), (5, 7), (64, 65), (130, 200)])
+def test_bicubic_upsampling_is_torchs_in_blocks(height, width):
+    # Done as banded matrix products of 64 inputs at a time; the blocks must meet without a seam.
+    x = torch.from_numpy(np.random.default_rng(height).random((2, 3, height, width)))
+    reference = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.max(torch.abs(upsample2x(x, "bicubic") - reference)).item() < 1e-12
+    assert torch.max(torch.abs(upsample2x(x, "bicubic") - upsample2x(x, "bilinear"))).item() > 1e-3
+
+
+def test_bicubic_networks_cannot_be_written_to_a_file():
+    with pytest.raises(ValueError, match="bicubic"):
+        network_bytes(BICUBIC)
+    written = network_bytes(TAPERED)
+    assert written[-1] == 0  # bilinear; 2 would be bicubic, which the format does not have
+    with pytest.raises(DecodeError, match="invalid network description"):
+        parse_network(written[:-1] + bytes([2]))
 
 
 def test_the_activation_changes_the_function():

@@ -15,7 +15,7 @@ from conftest import make_image, psnr
 from dipcodec.cli import main
 from dipcodec.container import MAX_SIDE, unpack
 from dipcodec.errors import DecodeError, InputError
-from dipcodec.restoration.downsample import downsample
+from dipcodec.restoration.downsample import back_project, downsample
 from dipcodec.restoration.modes import Restoration, noise_level
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -45,6 +45,20 @@ def sr_psnr(sr_result) -> float:
 
 
 # ---------------------------------------------------------------- building blocks
+
+
+def test_back_projection_makes_the_downscale_match_with_the_least_change():
+    rng = np.random.default_rng(1)
+    large = torch.from_numpy(rng.random((1, 3, 40, 56)))
+    small = torch.from_numpy(rng.random((1, 3, 10, 14)))
+    projected = back_project(large, small)
+    assert torch.max(torch.abs(downsample(projected, 4) - small)).item() < 1e-9
+    assert torch.max(torch.abs(projected - large)).item() > 0.05
+    # an image whose downscale already matches is left as it is
+    assert torch.max(torch.abs(back_project(projected, small) - projected)).item() < 1e-9
+    # the change is the least one: any other consistent image is further away
+    other = back_project(large + torch.from_numpy(rng.normal(0, 0.1, large.shape)), small)
+    assert torch.linalg.norm(projected - large) < torch.linalg.norm(other - large)
 
 
 @pytest.mark.parametrize("size", [(64, 96), (48, 20)])
@@ -136,6 +150,7 @@ def test_restore_averages_the_fits_of_successive_seeds(monkeypatch):
     from dipcodec.restoration import restore as restore_module
 
     monkeypatch.setattr(restore_module, "RESTORE_WIDTH", 16)  # what is averaged matters here, not how wide
+    monkeypatch.setattr(restore_module, "back_project", lambda large, small: large)  # tested on its own
     small = make_image(12, 16)
     singles = [dipcodec.restore(small, "super-resolution", preset="fast", seed=s).astype(int) for s in (7, 8)]
     monkeypatch.setitem(restore_module.RESTORE_FITS, "fast", 2)
@@ -151,6 +166,22 @@ def test_restore_averages_the_fits_of_successive_seeds(monkeypatch):
     flat = np.clip(np.round(128 + np.random.default_rng(0).normal(0, 25, (32, 32, 3))), 0, 255).astype(np.uint8)
     dipcodec.restore(flat, "denoise", preset="fast", progress=lambda done, total, _: calls.append(done))
     assert len(calls) < 900 and calls == list(range(1, len(calls) + 1))
+
+
+def test_restored_super_resolution_downscales_to_its_input(monkeypatch):
+    from dipcodec.restoration import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "RESTORE_WIDTH", 16)
+    small = make_image(12, 16)
+    large = dipcodec.restore(small, "super-resolution", preset="fast")
+    assert large.shape == (48, 64, 3)
+    seen = downsample(torch.from_numpy(large.transpose(2, 0, 1)[None].astype(np.float64)), 4)[0].numpy()
+    # back-projected: only the clamp to 0..255 and rounding to 8 bits keep them apart
+    assert np.abs(seen.transpose(1, 2, 0) - small).mean() < 1.5
+    monkeypatch.setattr(restore_module, "back_project", lambda large, small: large)
+    unprojected = dipcodec.restore(small, "super-resolution", preset="fast")
+    seen = downsample(torch.from_numpy(unprojected.transpose(2, 0, 1)[None].astype(np.float64)), 4)[0].numpy()
+    assert np.abs(seen.transpose(1, 2, 0) - small).mean() > 1.5
 
 
 # ---------------------------------------------------------------- super-resolution
@@ -242,6 +273,7 @@ def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, w
     # restore's network is as wide whatever the image's size, padded or not; its last stage is full
     # size (no shuffle) and as wide as the decoder's limits allow once padding is counted
     assert config.input_channels == RESTORE_WIDTH and config.shuffle == 1
+    assert config.upsample == "bicubic"
     assert config.channels[:3] == (RESTORE_WIDTH,) * 3 and 8 <= config.channels[-1] <= 16
     check_network_limits(config, big_h, big_w, InputError)
     if big_h % 16 == 0 and big_w % 16 == 0:

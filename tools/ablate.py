@@ -32,19 +32,20 @@ from dipcodec.network import NetworkConfig
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
 
-def layout(name: str, input_fraction: int, channels: int, k: int, activation: str = "relu") -> NetworkConfig:
+def layout(name: str, input_fraction: int, channels: int, k: int, activation: str = "relu",
+           upsample: str = "bilinear") -> NetworkConfig:
     if name == "taper2":  # (k, k, k/2, k/4) from an input at 1/16; one k-wide stage fewer or more per halving
         stages = int(math.log2(input_fraction // 2)) + 1
         widths = (k,) * (stages - 2) + (max(k // 2, 4), max(k // 4, 4))
-        return NetworkConfig(widths, (1,) * stages, k, channels, 2, activation=activation)
+        return NetworkConfig(widths, (1,) * stages, k, channels, 2, upsample, activation)
     quarter = int(math.log2(input_fraction // 4)) + 1  # stages at 1/4 size, the first one on the input
     if name == "taper":
         return NetworkConfig((k,) * quarter + (max(k // 2, 4),), (1,) * (quarter + 1), k, channels, 2,
-                             activation=activation)
+                             upsample, activation)
     if name == "six":
         quarter += 1
     kernels = (3, 3) + (1,) * (quarter - 2) if name == "k3" else (1,) * quarter
-    upsample = "nearest" if name == "nearest" else "bilinear"
+    upsample = "nearest" if name == "nearest" else upsample
     return NetworkConfig((k,) * quarter, kernels, k, channels, 4, upsample, activation)
 
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("iterations", type=int)
     p.add_argument("--network", default="default", choices=("default", "shuffle4", "taper", "taper2", "k3", "six", "nearest"))
     p.add_argument("--activation", default="relu", choices=("relu", "sine"))
+    p.add_argument("--upsample", default="bilinear", choices=("bilinear", "bicubic"),
+                   help="how each stage doubles the size (layouts other than nearest)")
     p.add_argument("--input-fraction", type=int, default=64, help="fixed input at 1/N of the image side")
     p.add_argument("--bits-per-weight", type=float, default=encoder.BITS_PER_WEIGHT,
                    help="sizes the network for the budget (default: the encoder's, %(default)s)")
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.network != "default":
         def choose(height: int, width: int, channels: int, budget_bits: float, *,
                    purpose: str = "compress") -> NetworkConfig:
-            config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation)
+            config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation, args.upsample)
             return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose
     encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation")
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
-    print(f"{args.image} {args.network} 1/{args.input_fraction} bpp={details['bpp']:.4f} psnr={result.psnr:.2f} "
+    print(f"{args.image} {args.network} {args.upsample} 1/{args.input_fraction} bpp={details['bpp']:.4f} psnr={result.psnr:.2f} "
           f"float={result.float_psnr:.2f} params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0
