@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.network != "default":
         def choose(height: int, width: int, channels: int, budget_bits: float, *,
                    purpose: str = "compress") -> NetworkConfig:
-            config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation, args.upsample)
+            config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation,
+                                                args.upsample)
             return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose
     encoder.PRESETS["ablation"] = FitSchedule(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50),

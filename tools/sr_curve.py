@@ -3,14 +3,15 @@
 
     python tools/sr_curve.py kodim07 [--crop 256] [--iterations 2200] [--bpp 2.0] [--shuffle 1] [--jitter 0]
                              [--activation relu|sine] [--kernels 1,1,1,3,3] [--purpose denoise] [--width K]
-                             [--average 0.99]
+                             [--average 0.99] [--upsample bicubic]
 
 Fits a network (``--bpp`` bits per output pixel, or ``--width`` k; ``--shuffle`` 1 for the layout of
 ``restore``'s super-resolution, 2 for the inpainting network shuffled 2x; or ``--purpose``'s layout)
 to the 4x Lanczos-downscaled centred crop, and every 200 iterations prints the luma PSNR gain of the
 large output over Pillow's bicubic upscale (4-pixel border cropped), and with ``--average`` that of
 a moving average of the weights beside it. One thread. ``restore`` itself
-fits ``--width 128 --jitter 0.033``; the defaults are the ablations' starting point, and before
+fits ``--purpose denoise --width 128 --jitter 0.033 --upsample bicubic`` (and back-projects its
+image, which this curve does not); the defaults are the ablations' starting point, and before
 commit 08a81d0 the super-resolution layout was k, k, k, k, min(k/2, 16).
 """
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--average", type=float, default=0.0,
                    help="also report a moving average of the weights with this decay per iteration (e.g. 0.99)")
     p.add_argument("--activation", choices=("relu", "sine"), help="replace the network's activation")
+    p.add_argument("--upsample", choices=("bilinear", "bicubic"), help="replace the network's upsampling")
     p.add_argument("--kernels", help="comma-separated kernel size per stage, replacing the 1x1 ones (e.g. 1,1,1,3,3)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, kernel_sizes=tuple(int(k) for k in args.kernels.split(",")))
     if args.activation:
         config = dataclasses.replace(config, activation=args.activation)
+    if args.upsample:
+        config = dataclasses.replace(config, upsample=args.upsample)
     net = Generator(config).load(reference_weights(config, 0))
     noise = fixed_input(config, 0, h, w)
     points = []
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fitted = fit(net, noise, target, FitSchedule(args.iterations, 0, input_jitter=args.jitter), report,
                  Restoration("super-resolution", scale=4).loss(target))
-    print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} {config.activation} shuffle "
+    print(f"{args.image} widths {config.channels} kernels {config.kernel_sizes} {config.activation} {config.upsample} shuffle "
           f"{config.shuffle} jitter {args.jitter} average {args.average}: bicubic "
           f"{bicubic:.2f} dB, small image fitted to {fitted:.2f} dB; gain by iteration{' (iterate/average)' if args.average else ''} {' '.join(points)}")
     return 0
