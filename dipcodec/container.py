@@ -21,7 +21,8 @@ from .network import ACTIVATIONS, NetworkConfig, Upsample, decode_cost, padded_s
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
-    "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE", "FILE_UPSAMPLE_MODES", "MODES", "REFERENCES", "Mode", "Reference",
+    "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE",
+    "FILE_UPSAMPLE_MODES", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
     "varint", "Reader", "framed_body",
 ]

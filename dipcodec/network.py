@@ -39,7 +39,8 @@ of its input maps (sums and differences), which ReLUs can only approximate with 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Everything the decoder needs to rebuild the network; serialized into the file header."""
+    """Everything the decoder needs to rebuild the network; serialized into the file header (a file's
+    network upsamples bilinearly or by nearest neighbour: bicubic is restore's, which writes no file)."""
 
     channels: tuple[int, ...]
     """Width of each stage, coarsest first."""
@@ -229,20 +230,23 @@ def _bicubic_columns(x: torch.Tensor) -> torch.Tensor:
     parts = []
     for first in range(0, n, _BICUBIC_BLOCK):
         stop = min(first + _BICUBIC_BLOCK, n)
-        low, high = max(first - 2, 0), min(stop + 2, n)
-        block = _bicubic_block(n, first, stop).to(device=x.device, dtype=x.dtype)
-        parts.append(x[..., low:high] @ block)
+        before, after = min(first, 2), min(n - stop, 2)
+        block = _bicubic_block(before, stop - first, after, x.device, x.dtype)
+        parts.append(x[..., first - before : stop + after] @ block)
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
-@functools.lru_cache(maxsize=64)
-def _bicubic_block(n: int, first: int, stop: int) -> torch.Tensor:
-    """The ``(inputs) x 2 (stop - first)`` matrix taking input samples first - 2 .. stop + 1 (clipped
-    to the axis) to output samples 2 first .. 2 stop - 1; border samples repeat."""
-    low, high = max(first - 2, 0), min(stop + 2, n)
-    matrix = np.zeros((high - low, 2 * (stop - first)), np.float32)
-    for i in range(first, stop):
+@functools.lru_cache(maxsize=32)
+def _bicubic_block(before: int, length: int, after: int, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """The ``(before + length + after) x 2 length`` matrix taking a block of ``length`` input samples,
+    with the ``before`` and ``after`` neighbours the axis has (up to 2; fewer at its ends, where the
+    border sample repeats), to the block's 2 ``length`` output samples. Every block in an axis's
+    interior is the same matrix, so a few are cached per device and dtype."""
+    matrix = np.zeros((before + length + after, 2 * length), np.float32)
+    for i in range(length):
         for j, weight in enumerate(_BICUBIC_EVEN):
-            matrix[min(max(i - 2 + j, 0), n - 1) - low, 2 * (i - first)] += weight
-            matrix[min(max(i + 2 - j, 0), n - 1) - low, 2 * (i - first) + 1] += weight
-    return torch.from_numpy(matrix)
+            matrix[min(max(i - 2 + j, -before), length + after - 1) + before, 2 * i] += weight
+            matrix[min(max(i + 2 - j, -before), length + after - 1) + before, 2 * i + 1] += weight
+    with torch.inference_mode(False):  # a cached inference tensor could never enter a fit again
+        return torch.from_numpy(matrix).to(device=device, dtype=dtype)

@@ -168,20 +168,24 @@ def test_restore_averages_the_fits_of_successive_seeds(monkeypatch):
     assert len(calls) < 900 and calls == list(range(1, len(calls) + 1))
 
 
-def test_restored_super_resolution_downscales_to_its_input(monkeypatch):
+@pytest.mark.parametrize("height, width, gray, factor", [(12, 16, False, 4), (13, 17, True, 3)])
+def test_restored_super_resolution_downscales_to_its_input(monkeypatch, height, width, gray, factor):
     from dipcodec.restoration import restore as restore_module
 
     monkeypatch.setattr(restore_module, "RESTORE_WIDTH", 16)
-    small = make_image(12, 16)
-    large = dipcodec.restore(small, "super-resolution", preset="fast")
-    assert large.shape == (48, 64, 3)
-    seen = downsample(torch.from_numpy(large.transpose(2, 0, 1)[None].astype(np.float64)), 4)[0].numpy()
-    # back-projected: only the clamp to 0..255 and rounding to 8 bits keep them apart
-    assert np.abs(seen.transpose(1, 2, 0) - small).mean() < 1.5
+    small = make_image(height, width, gray=gray)
+
+    def seen(factor_: int) -> np.ndarray:  # restore's image brought back down to the input's size
+        large = dipcodec.restore(small, "super-resolution", factor=factor_, preset="fast")
+        assert large.shape == (factor * height, factor * width) + (() if gray else (3,))
+        planes = large.reshape(large.shape[0], large.shape[1], -1).transpose(2, 0, 1)[None].astype(np.float64)
+        return downsample(torch.from_numpy(planes), factor)[0].numpy().transpose(1, 2, 0).reshape(small.shape)
+
+    projected = np.abs(seen(factor) - small).mean()
     monkeypatch.setattr(restore_module, "back_project", lambda large, small: large)
-    unprojected = dipcodec.restore(small, "super-resolution", preset="fast")
-    seen = downsample(torch.from_numpy(unprojected.transpose(2, 0, 1)[None].astype(np.float64)), 4)[0].numpy()
-    assert np.abs(seen.transpose(1, 2, 0) - small).mean() > 1.5
+    unprojected = np.abs(seen(factor) - small).mean()
+    # back-projected, only the clamp to 0..255 and the rounding to 8 bits keep them apart
+    assert projected < 0.5 and unprojected > 4 * projected
 
 
 # ---------------------------------------------------------------- super-resolution

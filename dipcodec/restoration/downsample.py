@@ -52,4 +52,10 @@ def back_project(large: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
     rows, cols = lanczos_matrix(big_h, h), lanczos_matrix(big_w, w)
     as_tensor = lambda matrix: torch.from_numpy(matrix).to(large)
     residual = small - as_tensor(rows) @ large @ as_tensor(cols.T)
-    return large + as_tensor(np.linalg.pinv(rows)) @ residual @ as_tensor(np.linalg.pinv(cols).T)
+    return large + as_tensor(_pseudo_inverse(rows)) @ residual @ as_tensor(_pseudo_inverse(cols).T)
+
+
+def _pseudo_inverse(matrix: np.ndarray) -> np.ndarray:
+    """M^T (M M^T)^-1 of a wide matrix of full row rank (a downscale's: each output sample has its
+    own centre), by a small solve instead of an SVD: a second, not a minute, at 4096 samples."""
+    return np.linalg.solve(matrix @ matrix.T, matrix).T
