@@ -225,6 +225,26 @@ def test_warm_started_frames_cost_fewer_bits(sequence):
     assert len(results[2].data) < len(results[0].data)
 
 
+def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence):
+    from dipcodec.container import unpack
+    from dipcodec.transfer.warmstart import WARM_GRID_COARSENINGS, warm_grids
+
+    frames, data, _ = sequence
+    key = unpack(unpack_sequence(data).frames[0])
+    # A frame that repeats its key frame changes next to nothing: the coarsest grid costs it no
+    # distortion worth its bytes.
+    still = []
+    dipcodec.encode_sequence([frames[0], frames[0]], bpp=4.0, preset="fast", on_frame=lambda i, r, s: still.append(r))
+    assert still[1].step_codes == warm_grids(still[0].step_codes)[-1]
+    assert len(still[1].data) < 0.6 * len(still[0].data)
+    assert psnr(frames[0], still[1].pixels) > psnr(frames[0], still[0].pixels) - 0.5
+    # The moving card of the fixture changes a lot for its 32x32 pixels: the frame after the key
+    # frame keeps a grid finer than the coarsest.
+    moved = unpack(unpack_sequence(data).frames[1])
+    offsets = {m - k for m, k in zip(moved.step_codes, key.step_codes)}
+    assert len(offsets) == 1 and offsets.pop() in WARM_GRID_COARSENINGS[:-1]
+
+
 def test_a_frame_alone_does_not_decode(sequence):
     _, data, _ = sequence
     inter = unpack_sequence(data).frames[1]

@@ -6,7 +6,14 @@ Codes the first FRAMES frames of each clip twice at the same quality and preset:
 each later one warm-started from the frame before and coded as deltas from it). Prints, per frame,
 bytes, PSNR and fitting iterations of both, and writes everything to --json.
 
-    python tools/bench_seq.py --clips camel,dog --frames 8 --quality 75 --preset fast --json docs/results/seq.json
+A warm-started frame lands at another PSNR than the same frame coded alone, so its bytes are only
+comparable at equal PSNR: ``--rd-qualities`` also codes each later frame alone at those qualities,
+and the "bits at equal PSNR" column divides the warm frame's bytes by what the frame's own
+independent curve (log bytes linear in PSNR between its two nearest points) needs for the warm
+frame's PSNR. A value outside the curve's range is extrapolated and marked with a star.
+
+    python tools/bench_seq.py --clips camel,dog --frames 8 --quality 75 --rd-qualities 40,55 --preset fast \
+        --json docs/results/seq.json
 """
 
 from __future__ import annotations
@@ -39,17 +46,36 @@ class Counter:
         self.calls += 1
 
 
+def bytes_at_psnr(curve: list[tuple[int, float]], target: float) -> tuple[float, bool]:
+    """Bytes an independent frame needs for ``target`` dB, from its (bytes, PSNR) points: log bytes
+    interpolated linearly in PSNR between the two points around it (or the two nearest, extrapolating:
+    then the flag is True)."""
+    points = sorted(curve, key=lambda p: p[1])
+    if len(points) < 2:
+        raise ValueError("an independent curve needs two points")
+    inside = points[0][1] <= target <= points[-1][1]
+    above = next((i for i, p in enumerate(points) if p[1] >= target), len(points) - 1)
+    low, high = points[max(min(above, len(points) - 1) - 1, 0)], points[max(above, 1)]
+    if high[1] == low[1]:
+        return float(min(low[0], high[0])), not inside
+    share = (target - low[1]) / (high[1] - low[1])
+    return float(np.exp(np.log(low[0]) + share * (np.log(high[0]) - np.log(low[0])))), not inside
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", default="camel,dog")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--quality", type=float, default=75)
     p.add_argument("--preset", default="fast")
+    p.add_argument("--rd-qualities", default="",
+                   help="more qualities to code each later frame at alone, for bits at equal PSNR (e.g. 40,55)")
     p.add_argument("--average", default="1", help="averaging windows to compare, comma-separated (e.g. 1,2,4)")
     p.add_argument("--seq", type=Path, default=SEQ)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
+    rd_qualities = [float(q) for q in args.rd_qualities.split(",") if q]
     report = provenance(sys.argv) | {"clips": {}}
     for clip in args.clips.split(","):
         paths = sorted((args.seq / clip / "clean").glob("*.png"))[: args.frames]
@@ -60,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             result = encode_detailed(frame, quality=args.quality, preset=args.preset, progress=counter)
             rows.append({"independent": {"bytes": len(result.data), "psnr": psnr(frame, result.pixels),
                                          "iterations": counter.calls, "seconds": time.perf_counter() - t0}})
+            if len(rows) > 1:  # the key frame is coded alone either way
+                rows[-1]["curve"] = [[rows[-1]["independent"]["bytes"], rows[-1]["independent"]["psnr"]]]
+                for quality in rd_qualities:
+                    other = encode_detailed(frame, quality=quality, preset=args.preset)
+                    rows[-1]["curve"].append([len(other.data), psnr(frame, other.pixels)])
         sizes = {}
         for average in [int(a) for a in args.average.split(",")]:
             counter, warm = Counter(), f"warm-average{average}" if average > 1 else "warm"
@@ -74,16 +105,25 @@ def main(argv: list[str] | None = None) -> int:
             sizes[warm] = len(data)
             print(f"\n{clip}, {warm}: {len(frames)} frames, sequence file {len(data)} bytes, "
                   f"independent files {sum(r['independent']['bytes'] for r in rows)} bytes")
-            print("| frame | independent: bytes, PSNR, iterations | warm-started: bytes, PSNR, iterations | bits | iterations |")
-            print("|---|---|---|---|---|")
+            print("| frame | independent: bytes, PSNR, iterations | warm-started: bytes, PSNR, iterations | bits "
+                  "| bits at equal PSNR | iterations |")
+            print("|---|---|---|---|---|---|")
             for i, r in enumerate(rows):
                 a, b = r["independent"], r[warm]
+                equal = "-"
+                if len(r.get("curve", [])) >= 2:
+                    needed, extrapolated = bytes_at_psnr([tuple(c) for c in r["curve"]], b["psnr"])
+                    b["bits_at_equal_psnr"] = b["bytes"] / needed
+                    equal = f"{b['bits_at_equal_psnr']:.2f}" + ("*" if extrapolated else "")
                 print(f"| {i} | {a['bytes']}, {a['psnr']:.2f} dB, {a['iterations']} | {b['bytes']}, {b['psnr']:.2f} dB, "
-                      f"{b['iterations']} | {b['bytes'] / a['bytes']:.2f} | {b['iterations'] / a['iterations']:.2f} |")
+                      f"{b['iterations']} | {b['bytes'] / a['bytes']:.2f} | {equal} | "
+                      f"{b['iterations'] / a['iterations']:.2f} |")
             later = rows[1:]
             if later:
+                equal_psnr = [r[warm]["bits_at_equal_psnr"] for r in later if "bits_at_equal_psnr" in r[warm]]
                 print(f"frames 1-{len(rows) - 1}, medians: bits ratio "
-                      f"{np.median([r[warm]['bytes'] / r['independent']['bytes'] for r in later]):.3f}, "
+                      f"{np.median([r[warm]['bytes'] / r['independent']['bytes'] for r in later]):.3f}"
+                      + (f" ({np.median(equal_psnr):.3f} at equal PSNR)" if equal_psnr else "") + ", "
                       f"iterations ratio {np.median([r[warm]['iterations'] / r['independent']['iterations'] for r in later]):.3f}, "
                       f"PSNR difference {np.median([r[warm]['psnr'] - r['independent']['psnr'] for r in later]):+.2f} dB",
                       flush=True)

@@ -3,7 +3,8 @@
 Key frames (the first, then every ``keyint``-th) are coded like single images, from the seed or a
 base model, and set the network and the quantization grid. Every other frame starts its fit from
 the mean of the decoded weights of the last ``average`` frames, codes its weights as deltas from that
-same mean on the key frame's grid, and gets a shorter, gentler fit: its start is already close.
+same mean on the key frame's grid or a coarser copy of it, and gets a shorter, gentler fit: its start
+is already close.
 """
 
 from __future__ import annotations
@@ -21,19 +22,27 @@ from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, Encod
 from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
+from ..quantize import STEP_CODE_RANGE
 from ..restoration.modes import PURPOSES, restoration_for
 from .sequence import MAX_AVERAGE, MAX_FRAMES, SequenceFile, mean_weights, pack_sequence
 
-__all__ = ["encode_sequence", "warm_schedule", "DEFAULT_KEYINT", "WARM_ITERATIONS", "WARM_LEARNING_RATE",
-           "FrameCallback"]
+__all__ = ["encode_sequence", "warm_schedule", "warm_grids", "DEFAULT_KEYINT", "WARM_ITERATIONS",
+           "WARM_LEARNING_RATE", "WARM_GRID_COARSENINGS", "FrameCallback"]
 
 DEFAULT_KEYINT = 0
 """Frames between independently decodable frames; 0: only the first frame is one."""
-WARM_ITERATIONS = 1 / 4
+WARM_ITERATIONS = 1 / 3
 """A warm-started frame's fit (both phases), at most this share of the key frame's iterations (its
-preset's, stretched for a cheap network)."""
+preset's, stretched for a cheap network). A quarter left the frames 1 dB below their key frame."""
 WARM_LEARNING_RATE = 0.005
 """Its learning rate: a quarter of a cold fit's, so the first steps do not throw the start away."""
+
+WARM_GRID_COARSENINGS = (0, 16, 32, 48)
+"""Step codes (16 an octave) by which a warm-started frame's steps may be coarser than its key
+frame's: the encoder keeps the copy of the key frame's grid whose rounding trades rate for
+distortion best (``encoder.GRID_DB_PER_OCTAVE``). The key frame's grid resolves a whole fit from the
+seed; a change from the frame before often needs less (dog and camel frame 1: 8x coarser steps lose
+0.2 to 0.35 dB for 40% fewer bytes; BENCHMARKS.md, "Sequences")."""
 
 FrameCallback = Callable[[int, EncodeResult, float], None]
 """Called after each frame with (frame index, its result, seconds it took)."""
@@ -48,6 +57,13 @@ def warm_schedule(schedule: FitSchedule, key_float_psnr: float) -> FitSchedule:
                                learning_rate=WARM_LEARNING_RATE, stop_mse=stop)
 
 
+def warm_grids(key_step_codes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    """The quantization grids a frame that follows a key frame with these step codes chooses from."""
+    low, high = STEP_CODE_RANGE
+    return tuple(tuple(min(max(code + coarser, low), high) for code in key_step_codes)
+                 for coarser in WARM_GRID_COARSENINGS)
+
+
 def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: float | None = None,
                     preset: Preset = "default", seed: int = 0, device: str = "cpu", keyint: int = DEFAULT_KEYINT,
                     average: int = 1, base: BaseChoice = DEFAULT_BASE, mask=None,
@@ -55,7 +71,8 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     """Compress frames of one size (PIL images or uint8 arrays) to the bytes of a ``.dips`` file.
 
     ``bpp`` or ``quality`` sets the key frames' rate and network, as for :func:`dipcodec.encode`;
-    the other frames reuse the key frame's quantization grid, so they cost what their changes cost.
+    the other frames use the key frame's quantization grid or a coarser copy of it (:func:`warm_grids`),
+    so they cost what their changes cost.
     ``average`` > 1 starts each frame from the mean of the last ``average`` frames' weights instead
     of the previous frame's. ``mask`` (``"subtitles"``, or one mask image for every frame) inpaints.
     """
@@ -93,7 +110,7 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
             key = result
         else:
             start = Start(key.network, tuple(mean_weights(history[-average:])), "previous-frame",
-                          step_codes=key.step_codes)
+                          grids=warm_grids(key.step_codes))
             result = code_image(frame, network_bpp=network_bpp, target_bpp=None,
                                 schedule=warm_schedule(PRESETS[preset], key.float_psnr),
                                 seed=seed, device=dev, progress=progress,
