@@ -1,4 +1,4 @@
-"""The ``.dip`` file format, version 3 (reads versions 1 and 2): magic, version, header, tagged sections, CRC32.
+"""The ``.dip`` file format, version 4 (reads versions 1 to 3): magic, version, header, tagged sections, CRC32.
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
@@ -21,20 +21,24 @@ from .network import ACTIVATIONS, NetworkConfig, Upsample, decode_cost, padded_s
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
-    "MAGIC", "VERSION", "READABLE_VERSIONS", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE",
+    "MAGIC", "VERSION", "READABLE_VERSIONS", "file_version", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE",
     "FILE_UPSAMPLE_MODES", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
     "varint", "Reader", "framed_body",
 ]
 
 MAGIC = b"DIPC"
-VERSION = 3
-"""The version this encoder writes. Version 2 gave modes 2 (super-resolution, with a scale byte)
-and 3 (denoise) their meaning; version 3 added the network description's activation byte (sine
-networks); everything else is as in version 1."""
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+"""The newest version, which this decoder reads. Version 2 gave modes 2 (super-resolution, with a
+scale byte) and 3 (denoise) their meaning; version 3 added the network description's activation byte
+(sine networks); version 4 the upsampling byte's value 2 (bicubic); everything else is as in version
+1. The encoder writes the oldest version that holds a file (:func:`file_version`), so only a bicubic
+network makes a version-4 file and decoders of version 3 still read every other."""
+READABLE_VERSIONS = (1, 2, 3, 4)
 ACTIVATION_SINCE = 3
 """The first ``.dip`` version whose network description may end with an activation byte."""
+BICUBIC_SINCE = 4
+"""The first ``.dip`` version whose network may upsample bicubically."""
 MIN_SIDE, MAX_SIDE = 8, 4096
 MAX_FILE_BYTES = 64 << 20
 """No valid file comes near this (2**21 weights at 24 bits each is 6 MiB); readers stop here."""
@@ -47,9 +51,8 @@ MAX_ACTIVATION_RATIO = 16
 MAX_MACS_PER_PIXEL = 32768
 """And cost at most this many multiply-adds per declared image pixel."""
 MAX_SEED = (1 << 32) - 1
-FILE_UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest")
-"""The upsampling a file's network may declare (byte 0 or 1). Bicubic is ``restore``'s alone, which
-writes no file."""
+FILE_UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest", "bicubic")
+"""The upsampling a file's network declares, by its byte (bicubic, 2, from version 4 on)."""
 BASE_ID_BYTES = 8
 
 Mode = Literal["plain", "inpaint", "super-resolution", "denoise"]
@@ -82,7 +85,7 @@ class Bitstream:
     scale: int = 1
     """Super-resolution factor: the decoded image is ``scale * width`` by ``scale * height``."""
     version: int = VERSION
-    """The format version the file was read from (``pack`` always writes :data:`VERSION`)."""
+    """The format version the file was read from (``pack`` writes :func:`file_version`)."""
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -176,9 +179,14 @@ def _section(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
 
+def file_version(network: NetworkConfig) -> int:
+    """The oldest version that can hold a file of this network: 4 if it upsamples bicubically, else 3."""
+    return BICUBIC_SINCE if network.upsample == "bicubic" else ACTIVATION_SINCE
+
+
 def pack(stream: Bitstream) -> bytes:
     """Serialize a bitstream; the result is the whole file."""
-    head = bytearray(MAGIC) + bytes([VERSION])
+    head = bytearray(MAGIC) + bytes([file_version(stream.network)])
     head += varint(stream.width) + varint(stream.height)
     head += bytes([stream.channels, MODES.index(stream.mode), REFERENCES.index(stream.reference)])
     head += varint(stream.seed)
@@ -195,10 +203,12 @@ def pack(stream: Bitstream) -> bytes:
 
 # ---------------------------------------------------------------- reading
 
-def parse_network(payload: bytes, channels: int | None = None, *, activation_byte: bool = True) -> NetworkConfig:
+def parse_network(payload: bytes, channels: int | None = None, *, activation_byte: bool = True,
+                  bicubic: bool = True) -> NetworkConfig:
     """Read a network description; ``channels``, when given, must match its output channels, and
-    ``activation_byte`` says whether the file's version knows the optional activation byte. The cost
-    limits, which depend on the image size, are :func:`check_network_limits`'s to check."""
+    ``activation_byte`` and ``bicubic`` say whether the file's version knows the optional activation
+    byte and bicubic upsampling. The cost limits, which depend on the image size, are
+    :func:`check_network_limits`'s to check."""
     r = Reader(payload, "network section")
     stages = r.u8("stage count")
     if not 1 <= stages <= MAX_STAGES:
@@ -220,6 +230,8 @@ def parse_network(payload: bytes, channels: int | None = None, *, activation_byt
         raise DecodeError("network output channels do not match the image channels")
     if upsample >= len(FILE_UPSAMPLE_MODES) or any(k > MAX_KERNEL for k in kernels):
         raise DecodeError("invalid network description")
+    if FILE_UPSAMPLE_MODES[upsample] == "bicubic" and not bicubic:
+        raise DecodeError(f"bicubic upsampling is not defined before version {BICUBIC_SINCE}")
     try:
         cfg = NetworkConfig(tuple(widths), tuple(kernels), input_channels, out_channels, shuffle,
                             FILE_UPSAMPLE_MODES[upsample], ACTIVATIONS[activation])
@@ -365,7 +377,8 @@ def unpack(data: bytes) -> Bitstream:
         raise DecodeError("base-model reference and base section disagree")
     if base_id is not None and len(base_id) != BASE_ID_BYTES:
         raise DecodeError(f"base id must be {BASE_ID_BYTES} bytes")
-    network = parse_network(sections[TAG_NETWORK], ch, activation_byte=f["version"] >= ACTIVATION_SINCE)
+    network = parse_network(sections[TAG_NETWORK], ch, activation_byte=f["version"] >= ACTIVATION_SINCE,
+                            bicubic=f["version"] >= BICUBIC_SINCE)
     check_network_limits(network, scale * h, scale * w, DecodeError)
     codes, models = _parse_table(sections[TAG_TABLE], len(network.tensor_shapes()))
     if any(m.low < m.high for m in models) and not sections[TAG_WEIGHTS]:

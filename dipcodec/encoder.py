@@ -24,7 +24,8 @@ from .errors import InputError, warn
 from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse, quantization_aware_fit,
                   rounding_sensitivities)
 from .images import as_array
-from .network import Activation, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, reference_weights
+from .network import (Activation, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost, fixed_input,
+                      reference_weights)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, purpose_of, restoration_for
 
@@ -113,7 +114,9 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
 
     ``purpose="restore"`` picks the Deep Image Prior's measured network (ReLUs, widths k, k, k, k/2),
     whose bias towards natural images is what inpainting relies on. ``"upscale"`` (super-resolution)
-    and ``"denoise"`` draw every pixel themselves: no pixel shuffle (its sub-pixels are free to draw
+    and ``"denoise"`` draw every pixel themselves, so they upsample bicubically (sharper than bilinear:
+    ``restoration.restore.RESTORE_UPSAMPLE`` has the measurements; smaller images keep bilinear), with no
+    pixel shuffle (its sub-pixels are free to draw
     patterns that a downsampler never sees, and a shuffled denoiser gained 2 dB less), a last stage at
     full size and wide coarse ones, widths k, k, k, min(k, 64), min(k, 16) from an input at 1/16 size
     (the decoder's 16 floats per pixel cap the two fine stages, more tightly where padding to a
@@ -130,12 +133,13 @@ def network_layout(height: int, width: int, channels: int, *,
     (:func:`choose_network` says which layout and why)."""
     short = min(height, width)
     activation: Activation = "relu"
+    upsample: Upsample = "bilinear"
     if short >= 64 and purpose in ("upscale", "denoise"):
         # The decoder allows MAX_ACTIVATION_RATIO floats per image pixel in any one tensor, and the
         # padding to the input's stride (16) adds pixels of its own: the two fine stages narrow with it.
         covered = height * width / (-(-height // 16) * 16 * (-(-width // 16) * 16))
         full, half = max(int(MAX_ACTIVATION_RATIO * covered), 1), int(4 * MAX_ACTIVATION_RATIO * covered)
-        layout = lambda k: ((k, k, k, min(k, half), min(k, full)), 1)
+        layout, upsample = lambda k: ((k, k, k, min(k, half), min(k, full)), 1), "bicubic"
     elif short >= 64 and purpose == "restore":
         layout = lambda k: ((k, k, k, max(k // 2, 4)), 2)
     elif short >= 64:
@@ -148,7 +152,7 @@ def network_layout(height: int, width: int, channels: int, *,
     def config(k: int) -> NetworkConfig:
         widths, shuffle = layout(k)
         return NetworkConfig(channels=widths, kernel_sizes=(1,) * len(widths), input_channels=k,
-                             out_channels=channels, shuffle=shuffle, upsample="bilinear", activation=activation)
+                             out_channels=channels, shuffle=shuffle, upsample=upsample, activation=activation)
 
     return config
 

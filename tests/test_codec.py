@@ -364,7 +364,7 @@ def test_not_a_dip_file_raises_decode_error(data):
 
 def test_unknown_version_raises_decode_error(encoded_rgb):
     bad = bytearray(encoded_rgb)
-    bad[4] = 4
+    bad[4] = 5
     with pytest.raises(DecodeError, match="version"):
         dipcodec.decode(bytes(bad))
 

@@ -1,6 +1,7 @@
 """The golden files: every version of dipcodec must decode each of them to its pinned pixels, and no
 mutation of them may crash the decoder. Version 1 is a plain file; version 2 a 2x super-resolution;
-version 3 a plain file of a sine network, at 96x64."""
+version 3 a plain file of a sine network, at 96x64; version 4 a 2x super-resolution to 96x64 whose
+network upsamples bicubically."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ import dipcodec
 from dipcodec import DecodeError
 
 DATA = Path(__file__).parent / "data"
-VERSIONS = (1, 2, 3)
-SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96)}
-MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1)}
+VERSIONS = (1, 2, 3, 4)
+SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96), 4: (64, 96)}
+MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1), 4: ("super-resolution", 2)}
+UPSAMPLE = {1: "bilinear", 2: "bilinear", 3: "bilinear", 4: "bicubic"}
 
 
 def golden_source(version: int) -> np.ndarray:
-    """The image each golden file was coded from (version 3: the test card scaled to 96x64)."""
+    """The image each golden file was coded from, at its decoded size (versions 3 and 4: the test card
+    scaled to 96x64)."""
     card = Image.open(DATA / "golden-source.png")
-    return np.asarray(card.resize((96, 64), Image.LANCZOS) if version == 3 else card).astype(float)
+    return np.asarray(card.resize((96, 64), Image.LANCZOS) if version >= 3 else card).astype(float)
 
 
 @pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"v{v}")
@@ -60,6 +63,7 @@ def test_golden_info(golden, version):
     assert details["seed"] == 7 and details["format_version"] == version
     assert (details["mode"], details["scale"]) == MODES[version]
     assert details["architecture"]["activation"] == ("sine" if version == 3 else "relu")
+    assert details["architecture"]["upsample"] == UPSAMPLE[version]
     assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
 
 
@@ -136,6 +140,13 @@ def test_forged_huge_image_is_rejected_before_allocation(golden):
     body[5:width_end] = bytes([0xC0, 0x84, 0x3D])
     with pytest.raises(DecodeError, match="out of range"):
         dipcodec.decode(_with_crc(bytes(body)))
+
+
+def test_version_3_files_may_not_upsample_bicubically():
+    golden = (DATA / "golden-v4.dip").read_bytes()
+    assert golden[4] == 4
+    with pytest.raises(DecodeError, match="bicubic upsampling is not defined before version 4"):
+        dipcodec.decode(_with_crc(golden[:4] + bytes([3]) + golden[5:-4]))
 
 
 def test_version_1_files_may_not_use_the_modes_of_version_2():

@@ -59,13 +59,18 @@ def test_bicubic_upsampling_is_torchs_in_blocks(height, width):
     assert torch.max(torch.abs(upsample2x(x, "bicubic") - upsample2x(x, "bilinear"))).item() > 1e-3
 
 
-def test_bicubic_networks_cannot_be_written_to_a_file():
-    with pytest.raises(ValueError, match="bicubic"):
-        network_bytes(BICUBIC)
-    written = network_bytes(TAPERED)
-    assert written[-1] == 0  # bilinear; 2 would be bicubic, which the format does not have
+def test_bicubic_networks_are_upsample_byte_2_from_version_4_on():
+    from dipcodec.container import file_version
+
+    written = network_bytes(BICUBIC)
+    assert written[-1] == 2 and network_bytes(TAPERED)[-1] == 0  # ReLU: no activation byte follows
+    assert parse_network(written) == BICUBIC
+    with pytest.raises(DecodeError, match="not defined before version 4"):
+        parse_network(written, bicubic=False)
     with pytest.raises(DecodeError, match="invalid network description"):
-        parse_network(written[:-1] + bytes([2]))
+        parse_network(written[:-1] + bytes([3]))
+    # Only a bicubic network needs version 4: every other file stays readable by version-3 decoders.
+    assert (file_version(BICUBIC), file_version(TAPERED), file_version(SINE)) == (4, 3, 3)
 
 
 def test_the_activation_changes_the_function():
@@ -105,7 +110,7 @@ def test_a_version_2_file_cannot_carry_a_sine_network():
     models = [fit_model(s) for s in symbols]
     data = pack(Bitstream(width=48, height=32, channels=3, seed=5, network=SINE, step_codes=(0,) * len(weights),
                           models=tuple(models), weights=encode_symbols(symbols, models)))
-    assert data[4] == VERSION == 3
+    assert data[4] == 3 < VERSION  # the oldest version that holds a sine network
     assert dipcodec.decode(data).shape == (32, 48, 3)
     assert dipcodec.info(data)["architecture"]["activation"] == "sine"
     body = bytearray(data[:-4])

@@ -191,12 +191,16 @@ def test_restored_super_resolution_downscales_to_its_input(monkeypatch, height, 
 # ---------------------------------------------------------------- super-resolution
 
 
-def test_super_resolution_file_decodes_large_or_native(sr_file, sr_psnr):
+def test_super_resolution_file_decodes_large_or_native(sr_result, sr_file, sr_psnr):
     small = make_image(12, 16)
     details = dipcodec.info(sr_file)
     assert (details["mode"], details["scale"], details["width"], details["height"]) == ("super-resolution", 4, 64, 48)
+    # So small an image keeps the bilinear network of format version 3 (the bicubic one, of version 4,
+    # is the full-size layout's, on images of 64 pixels or more a side: the golden version-4 file).
+    assert details["architecture"]["upsample"] == "bilinear" and details["format_version"] == 3
     assert details["bpp"] == pytest.approx(8 * len(sr_file) / (64 * 48), abs=1e-6)
     large = dipcodec.decode(sr_file)
+    assert np.array_equal(large, sr_result.pixels)
     native = dipcodec.decode(sr_file, scale="native")
     assert large.shape == (48, 64, 3) and native.shape == (12, 16, 3)
     # Native decoding goes through the fit's own downsampler: it sees what the encoder measured.
@@ -283,7 +287,8 @@ def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, w
     if big_h % 16 == 0 and big_w % 16 == 0:
         assert config.channels[3:] == (64, 16)
     # a file's network is sized by its rate like any other
-    assert choose_network(big_h, big_w, 3, 0.1 * bits, purpose=restoration.purpose).input_channels < RESTORE_WIDTH / 2
+    coded = choose_network(big_h, big_w, 3, 0.1 * bits, purpose=restoration.purpose)
+    assert coded.input_channels < RESTORE_WIDTH / 2 and coded.upsample == "bicubic"
 
 
 def test_denoising_removes_noise():

@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 import dipcodec
-import dipcodec.container as container
 import dipcodec.encoder as encoder
 from dipcodec.fit import FitSchedule
 from dipcodec.images import read_image
-from dipcodec.network import UPSAMPLE_MODES, NetworkConfig
+from dipcodec.network import NetworkConfig
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
@@ -70,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--input-fraction must be a power of two, 8 or more")
 
     encoder.BITS_PER_WEIGHT = args.bits_per_weight
-    # An ablation may measure a network no file can declare (bicubic): let this run write it as byte 2.
-    container.FILE_UPSAMPLE_MODES = UPSAMPLE_MODES
     if args.network == "default" and args.activation != "relu":
         p.error("--activation needs a named --network")
     if args.network != "default":

@@ -6,6 +6,9 @@
     python tools/bench_restore.py sr        [--images kodak6] [--crop 256] [--preset default] [--json OUT]
     python tools/bench_restore.py denoise   [--images kodak6] [--crop 256] [--sigma 25] [--preset default] [--json OUT]
 
+``--coded BPP`` (sr, denoise) measures the coded file instead: ``dipcodec.encode(..., sr=4 |
+denoise=True, bpp=BPP)`` and its decoded image, where ``restore`` writes no file.
+
 subtitles: on ``seq/camel``, the mask found by ``subtitle_mask`` on each subtitled frame is inpainted
 by ``dipcodec.restore`` and by ``skimage.restoration.inpaint_biharmonic``; PSNR against the clean
 frame inside the true mask (opacity >= 128). sr: Kodak images (a centred crop of ``--crop`` pixels a
@@ -60,6 +63,15 @@ def _timed(function, *args, **kwargs):
     start = time.perf_counter()
     out = function(*args, progress=lambda done, total, _: calls.append(done), **kwargs)
     return out, time.perf_counter() - start, (calls[-1] if calls else 0)
+
+
+def _restored(image: np.ndarray, mode: str, args: argparse.Namespace, progress) -> np.ndarray:
+    """``restore``'s image, or with ``--coded`` the decoded image of a file coded at that rate."""
+    if args.coded is None:
+        factor = {"factor": 4} if mode == "super-resolution" else {}
+        return dipcodec.restore(image, mode, preset=args.preset, progress=progress, **factor)
+    how = {"sr": 4} if mode == "super-resolution" else {"denoise": True}
+    return dipcodec.decode(dipcodec.encode(image, bpp=args.coded, preset=args.preset, progress=progress, **how))
 
 
 def subtitles(args: argparse.Namespace) -> list[dict]:
@@ -130,7 +142,7 @@ def super_resolution(args: argparse.Namespace) -> list[dict]:
         image = image[:h, :w]
         small = np.asarray(Image.fromarray(image).resize((w // 4, h // 4), Image.LANCZOS))
         bicubic = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
-        restored, seconds, iterations = _timed(dipcodec.restore, small, "super-resolution", factor=4, preset=args.preset)
+        restored, seconds, iterations = _timed(_restored, small, "super-resolution", args)
         row = dict(image=name, size=f"{w}x{h}", psnr_y=_luma_psnr(image, restored),
                    bicubic_psnr_y=_luma_psnr(image, bicubic), seconds=seconds, iterations=iterations)
         rows.append(row)
@@ -144,7 +156,7 @@ def denoise(args: argparse.Namespace) -> list[dict]:
     for index, (name, image) in enumerate(_kodak(args)):
         rng = np.random.default_rng(index)
         noisy = np.clip(np.round(image + rng.normal(0, args.sigma, image.shape)), 0, 255).astype(np.uint8)
-        restored, seconds, iterations = _timed(dipcodec.restore, noisy, "denoise", preset=args.preset)
+        restored, seconds, iterations = _timed(_restored, noisy, "denoise", args)
         row = dict(image=name, psnr=psnr(image, restored), noisy_psnr=psnr(image, noisy), seconds=seconds,
                    iterations=iterations)
         rows.append(row)
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restore-width", type=int, help="ablation: width of restore's networks (default RESTORE_WIDTH)")
     p.add_argument("--jitter", type=float, help="ablation: input jitter of super-resolution and denoising "
                    "(default INPUT_JITTER)")
+    p.add_argument("--coded", type=float, metavar="BPP", help="sr, denoise: code a file at this rate and decode it")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.margin is not None:

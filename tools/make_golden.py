@@ -6,7 +6,8 @@ decode each golden-vN.dip to its golden-vN.png (tests/test_golden.py). Never reg
 version. Each version's file exercises what that version added: version 1 a plain file of the test
 card, version 2 a 2x super-resolution of the card brought down to half size, version 3 the card
 scaled to 96x64 (large enough for the encoder's sine network, whose narrowing stages also take the
-convolve-first order).
+convolve-first order), version 4 a 2x super-resolution of that 96x64 card brought down to 48x32 (a
+network that upsamples bicubically, at the full-size layout of super-resolution).
 
 ``--sequence`` writes the golden sequence instead (tests/data/golden-seq-v1.dips, with the small
 base model its key frame is coded from, golden-base-v1.dipbase, and its frames stacked top to
@@ -84,8 +85,11 @@ def main() -> int:
     elif VERSION == 2:
         half = np.asarray(Image.fromarray(golden_image()).resize((20, 12), Image.LANCZOS))
         data = dipcodec.encode(half, sr=2, bpp=3.0, preset="fast", seed=7)
-    else:
+    elif VERSION == 3:
         data = dipcodec.encode(large_card(), bpp=1.5, preset="fast", seed=7)
+    else:
+        half = np.asarray(Image.fromarray(large_card()).resize((48, 32), Image.LANCZOS))
+        data = dipcodec.encode(half, sr=2, bpp=1.5, preset="fast", seed=7)
     target.write_bytes(data)
     Image.fromarray(dipcodec.decode(data)).save(target.with_suffix(".png"))
     if not (DATA / "golden-source.png").exists():

@@ -36,8 +36,8 @@ RESTORE_UPSAMPLE: dict[RestorationMode, Upsample] = {
 a bicubic upsampling keeps it sharper: 4x super-resolution of the kodak6 crops, one fit, gains +0.96
 dB over bicubic upscaling with it and +0.87 with bilinear, in the same time; denoising them (two
 fits) 27.75 dB against 27.31. Inpainting keeps bilinear: camel frames 0, 5, 10 and 15 at 19.42 dB
-in the holes with bicubic, 19.51 without (BENCHMARKS.md, "Restoration"). Coded files keep bilinear:
-their format has no byte for bicubic."""
+in the holes with bicubic, 19.51 without (BENCHMARKS.md, "Restoration"). Coded files of
+super-resolution and denoising upsample bicubically too (``encoder.network_layout``; format version 4)."""
 RESTORE_FITS: dict[Preset, int] = {"fast": 1, "default": 2, "best": 3}
 """Networks fitted per preset (seeds ``seed``, ``seed + 1``, ...), their images averaged: two fits of
 one image differ by their seed's fixed input, and their errors partly cancel. Subtitle removal on
@@ -95,8 +95,8 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
 
 def restore_network(restoration: Restoration, height: int, width: int, channels: int) -> NetworkConfig:
     """The network restore fits to an image (or window) of this size: the full-size layout of
-    super-resolution and denoising at RESTORE_WIDTH (inpainting's too: no file bounds its weights)
-    with RESTORE_UPSAMPLE's upsampling, its output at the restored size."""
+    super-resolution and denoising at RESTORE_WIDTH (inpainting's too, but upsampling bilinearly as
+    RESTORE_UPSAMPLE says: no file bounds its weights), its output at the restored size."""
     purpose = "denoise" if restoration.mode == "inpaint" else restoration.purpose
     config = network_layout(*restoration.output_size(height, width), channels, purpose=purpose)(RESTORE_WIDTH)
     return dataclasses.replace(config, upsample=RESTORE_UPSAMPLE[restoration.mode])

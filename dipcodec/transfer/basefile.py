@@ -74,6 +74,8 @@ def base_id(network: NetworkConfig, weights: Iterable[np.ndarray]) -> bytes:
 
 
 def base_to_bytes(base: BaseModel) -> bytes:
+    if base.network.upsample == "bicubic":  # no base serves those networks; the format has no byte for it
+        raise ValueError("a base model file cannot hold a network with bicubic upsampling")
     net = network_bytes(base.network)
     info = json.dumps(base.info, sort_keys=True, separators=(",", ":")).encode()
     version = 1 if base.network.activation == "relu" else BASE_VERSION
@@ -90,7 +92,7 @@ def base_from_bytes(data: bytes) -> BaseModel:
     r = Reader(body, "base model")
     r.take(5, "magic")
     network = parse_network(r.take(r.varint("network length", 256), "network description"),
-                            activation_byte=body[4] >= BASE_ACTIVATION_SINCE)
+                            activation_byte=body[4] >= BASE_ACTIVATION_SINCE, bicubic=False)
     try:
         info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
