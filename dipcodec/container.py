@@ -84,8 +84,9 @@ class Bitstream:
     base_id: bytes | None = None
     scale: int = 1
     """Super-resolution factor: the decoded image is ``scale * width`` by ``scale * height``."""
-    version: int = VERSION
-    """The format version the file was read from (``pack`` writes :func:`file_version`)."""
+    version: int | None = None
+    """The format version the file was read from; None for a stream not read from a file (``pack``
+    writes :func:`file_version`)."""
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -154,8 +155,6 @@ class Reader:
 def network_bytes(cfg: NetworkConfig) -> bytes:
     """The network description (section ``N``; base model files hold the same bytes). A ReLU network
     has no activation byte, so its description (and a base model's id) is what version 2 wrote."""
-    if cfg.upsample not in FILE_UPSAMPLE_MODES:
-        raise ValueError(f"a file cannot hold a network with {cfg.upsample} upsampling")
     out = bytearray([len(cfg.channels)]) + varint(cfg.input_channels)
     for c, k in zip(cfg.channels, cfg.kernel_sizes):
         out += varint(c) + bytes([k])
@@ -314,7 +313,7 @@ def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:
     if data[:4] != MAGIC:
         raise DecodeError("not a dipcodec file (bad magic)")
     if data[4] not in READABLE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         raise DecodeError(f"unsupported format version {data[4]} (this decoder reads versions {readable})")
     body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     if zlib.crc32(body) != crc:

@@ -72,8 +72,8 @@ MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
 GRID_DB_PER_OCTAVE = 1.0
 """What halving a file's bytes is worth, in dB, when the encoder picks one of several fixed grids (a
-sequence's later frames): about the slope of this codec's own rate-distortion curve (dog frame 1 at
-the ``fast`` preset gains 1.2 dB from 13 to 26 kB, camel frame 1 1.0 dB from 10 to 20 kB)."""
+sequence's later frames): about the slope of this codec's own rate-distortion curve at the ``fast``
+preset (dog frame 1 gains 1.2 dB from 13 to 26 kB, camel frame 1 0.8 dB from 10 to 20 kB)."""
 MAX_WIDTH = 192
 
 Progress = Callable[[int, int, float], None]
@@ -265,7 +265,8 @@ class Start:
     base_id: bytes | None = None
     grids: tuple[tuple[int, ...], ...] = ()
     """Fixed quantization grids (step codes) to choose from instead of rate control (a sequence's later
-    frames: copies of their key frame's grid): the one whose rounding trades best at GRID_DB_PER_OCTAVE."""
+    frames: their key frame's grid and coarser copies): the one whose rounding trades best at
+    GRID_DB_PER_OCTAVE."""
 
     @classmethod
     def of_base(cls, base: BaseModel) -> "Start":
@@ -335,7 +336,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
                restoration: Restoration | None = None, start: Start | None = None) -> EncodeResult:
     """Fit, quantize and pack one image. ``network_bpp`` sizes the network (unless ``start`` brings
     one); ``target_bpp`` is the rate to meet, or None for the fixed fineness of ``--quality`` (or the
-    fixed grid of ``start``)."""
+    best of the grids ``start`` offers, :func:`_best_grid`)."""
     fitted = FittedNetwork.fit(pixels, network_bpp, schedule, seed, device, restoration, progress, start)
     net, noise, config, reference = fitted.net, fitted.noise, fitted.config, fitted.reference
     height, width = fitted.size

@@ -39,8 +39,8 @@ of its input maps (sums and differences), which ReLUs can only approximate with 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Everything the decoder needs to rebuild the network; serialized into the file header (a file's
-    network upsamples bilinearly or by nearest neighbour: bicubic is restore's, which writes no file)."""
+    """Everything the decoder needs to rebuild the network; serialized into the file header (bicubic
+    upsampling only in files of format version 4 on)."""
 
     channels: tuple[int, ...]
     """Width of each stage, coarsest first."""

@@ -15,6 +15,7 @@ from PIL import Image
 
 import dipcodec
 from dipcodec import DecodeError, DipcodecError, DipcodecWarning, InputError
+from dipcodec.container import VERSION
 from dipcodec.network import NetworkConfig
 
 from conftest import make_image, psnr
@@ -364,7 +365,7 @@ def test_not_a_dip_file_raises_decode_error(data):
 
 def test_unknown_version_raises_decode_error(encoded_rgb):
     bad = bytearray(encoded_rgb)
-    bad[4] = 5
+    bad[4] = VERSION + 1
     with pytest.raises(DecodeError, match="version"):
         dipcodec.decode(bytes(bad))
 

@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coded", type=float, metavar="BPP", help="sr, denoise: code a file at this rate and decode it")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.coded is not None and args.mode not in ("sr", "denoise"):
+        p.error("--coded is for sr and denoise")
     if args.margin is not None:
         if args.margin < 1:
             p.error("--margin must be at least 1 (the window needs known pixels)")

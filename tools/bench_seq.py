@@ -9,8 +9,9 @@ bytes, PSNR and fitting iterations of both, and writes everything to --json.
 A warm-started frame lands at another PSNR than the same frame coded alone, so its bytes are only
 comparable at equal PSNR: ``--rd-qualities`` also codes each later frame alone at those qualities,
 and the "bits at equal PSNR" column divides the warm frame's bytes by what the frame's own
-independent curve (log bytes linear in PSNR between its two nearest points) needs for the warm
-frame's PSNR. A value outside the curve's range is extrapolated and marked with a star.
+independent curve (log bytes linear in PSNR between the two points around it) needs for the warm
+frame's PSNR. A value outside the curve's range is extrapolated from its two end points and marked
+with a star (and ``"extrapolated": true`` in the JSON).
 
     python tools/bench_seq.py --clips camel,dog --frames 8 --quality 75 --rd-qualities 40,55 --preset fast \
         --json docs/results/seq.json
@@ -55,7 +56,7 @@ def bytes_at_psnr(curve: list[tuple[int, float]], target: float) -> tuple[float,
         raise ValueError("an independent curve needs two points")
     inside = points[0][1] <= target <= points[-1][1]
     above = next((i for i, p in enumerate(points) if p[1] >= target), len(points) - 1)
-    low, high = points[max(min(above, len(points) - 1) - 1, 0)], points[max(above, 1)]
+    low, high = points[max(above - 1, 0)], points[max(above, 1)]
     if high[1] == low[1]:
         return float(min(low[0], high[0])), not inside
     share = (target - low[1]) / (high[1] - low[1])
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 equal = "-"
                 if len(r.get("curve", [])) >= 2:
                     needed, extrapolated = bytes_at_psnr([tuple(c) for c in r["curve"]], b["psnr"])
-                    b["bits_at_equal_psnr"] = b["bytes"] / needed
+                    b["bits_at_equal_psnr"], b["extrapolated"] = b["bytes"] / needed, extrapolated
                     equal = f"{b['bits_at_equal_psnr']:.2f}" + ("*" if extrapolated else "")
                 print(f"| {i} | {a['bytes']}, {a['psnr']:.2f} dB, {a['iterations']} | {b['bytes']}, {b['psnr']:.2f} dB, "
                       f"{b['iterations']} | {b['bytes'] / a['bytes']:.2f} | {equal} | "

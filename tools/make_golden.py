@@ -90,6 +90,9 @@ def main() -> int:
     else:
         half = np.asarray(Image.fromarray(large_card()).resize((48, 32), Image.LANCZOS))
         data = dipcodec.encode(half, sr=2, bpp=1.5, preset="fast", seed=7)
+    if data[4] != VERSION:  # the encoder writes the oldest version that holds a file
+        print(f"the recipe made a version-{data[4]} file, not one of version {VERSION}", file=sys.stderr)
+        return 1
     target.write_bytes(data)
     Image.fromarray(dipcodec.decode(data)).save(target.with_suffix(".png"))
     if not (DATA / "golden-source.png").exists():

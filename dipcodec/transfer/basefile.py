@@ -74,7 +74,7 @@ def base_id(network: NetworkConfig, weights: Iterable[np.ndarray]) -> bytes:
 
 
 def base_to_bytes(base: BaseModel) -> bytes:
-    if base.network.upsample == "bicubic":  # no base serves those networks; the format has no byte for it
+    if base.network.upsample == "bicubic":  # no base serves those networks, and base files refuse them
         raise ValueError("a base model file cannot hold a network with bicubic upsampling")
     net = network_bytes(base.network)
     info = json.dumps(base.info, sort_keys=True, separators=(",", ":")).encode()
@@ -92,7 +92,9 @@ def base_from_bytes(data: bytes) -> BaseModel:
     r = Reader(body, "base model")
     r.take(5, "magic")
     network = parse_network(r.take(r.varint("network length", 256), "network description"),
-                            activation_byte=body[4] >= BASE_ACTIVATION_SINCE, bicubic=False)
+                            activation_byte=body[4] >= BASE_ACTIVATION_SINCE)
+    if network.upsample == "bicubic":
+        raise DecodeError("a base model cannot upsample bicubically")
     try:
         info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
     except (UnicodeDecodeError, json.JSONDecodeError):

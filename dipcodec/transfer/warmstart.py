@@ -33,7 +33,7 @@ DEFAULT_KEYINT = 0
 """Frames between independently decodable frames; 0: only the first frame is one."""
 WARM_ITERATIONS = 1 / 3
 """A warm-started frame's fit (both phases), at most this share of the key frame's iterations (its
-preset's, stretched for a cheap network). A quarter left the frames 1 dB below their key frame."""
+preset's, stretched for a cheap network). A quarter left dog's frame 1 1.3 dB below its key frame."""
 WARM_LEARNING_RATE = 0.005
 """Its learning rate: a quarter of a cold fit's, so the first steps do not throw the start away."""
 
@@ -42,7 +42,7 @@ WARM_GRID_COARSENINGS = (0, 16, 32, 48)
 frame's: the encoder keeps the copy of the key frame's grid whose rounding trades rate for
 distortion best (``encoder.GRID_DB_PER_OCTAVE``). The key frame's grid resolves a whole fit from the
 seed; a change from the frame before often needs less (dog and camel frame 1: 8x coarser steps lose
-0.2 to 0.35 dB for 40% fewer bytes; BENCHMARKS.md, "Sequences")."""
+0.2 to 0.35 dB for 45% fewer bytes; BENCHMARKS.md, "Sequences")."""
 
 FrameCallback = Callable[[int, EncodeResult, float], None]
 """Called after each frame with (frame index, its result, seconds it took)."""
