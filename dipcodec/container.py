@@ -1,4 +1,4 @@
-"""The ``.dip`` file format, version 4 (reads versions 1 to 3): magic, version, header, tagged sections, CRC32.
+"""The ``.dip`` file format, version 4 (also reads versions 1 to 3): magic, version, header, tagged sections, CRC32.
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
