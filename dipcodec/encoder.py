@@ -44,9 +44,9 @@ quality (width 95; a test keeps the two in step)."""
 PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
-    # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
-    # (stretched_schedule).
-    "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST),
+    # fast < 1 minute, default < 5 minutes, best < 10 minutes. The count scales with the inverse of
+    # a network's cost (stretched_schedule), so every rate takes about the preset's time.
+    "fast": FitSchedule(iterations=650, qat_iterations=60, sized_for_cost=PRESET_COST),
     "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
@@ -57,6 +57,8 @@ multiply-add equivalents: fitted to the sine network's iteration times on 768x51
 machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets")."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
+MIN_STRETCH = 0.5
+"""The least they are multiplied by for a dearer one (high rates): it keeps the preset's time."""
 BITS_PER_WEIGHT = 8.0
 """Expected coded bits per weight at the working fineness; sizes the network for a bit budget. At 8
 rather than 6 the network is narrower with finer steps: the same decoded PSNR at 0.5 bpp, almost no
@@ -181,13 +183,14 @@ def iteration_cost(config: NetworkConfig, height: int, width: int) -> float:
 
 
 def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int, width: int) -> FitSchedule:
-    """The schedule with as many more iterations as ``config`` is cheaper than the network its
-    iterations were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many), so
-    low rates use the time a preset promises: narrow networks underfit most (kodim07 at 0.25 bpp gains
-    0.57 dB from 450 to 900 iterations). A dearer network, or a schedule sized for none, keeps its count."""
+    """The schedule with its iterations scaled by how much cheaper ``config`` is than the network they
+    were sized for (``FitSchedule.sized_for_cost``; between MIN_STRETCH and MAX_STRETCH times as
+    many), so that every rate takes about the time the preset promises: low rates get more (narrow
+    networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450 to 900 iterations), high
+    rates fewer. A schedule sized for no network keeps its count."""
     if schedule.sized_for_cost is None:
         return schedule
-    factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), 1.0), MAX_STRETCH)
+    factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), MIN_STRETCH), MAX_STRETCH)
     return dataclasses.replace(schedule, iterations=round(schedule.iterations * factor))
 
 

@@ -49,7 +49,8 @@ class FitSchedule:
     """Stop as soon as the loss falls to this (a noise variance: a fit closer than that fits noise)."""
     sized_for_cost: float | None = None
     """The cost per pixel of an iteration (``encoder.iteration_cost``) that ``iterations`` were sized
-    for: the encoder gives a cheaper network proportionally more (``encoder.stretched_schedule``).
+    for: the encoder gives a cheaper network proportionally more, a dearer one fewer
+    (``encoder.stretched_schedule``).
     None: exactly ``iterations``."""
 
 
