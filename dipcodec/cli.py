@@ -50,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                                                             "or 'subtitles' to find burned-in subtitles")
     restoration.add_argument("--sr", type=int, metavar="N", help="code the image super-resolved N times (2-8)")
     restoration.add_argument("--denoise", action="store_true", help="code the image denoised")
-    enc.add_argument("--base", default="none", metavar="default|PATH|none",
+    enc.add_argument("--base", default="auto", metavar="auto|default|PATH|none",
                      help="code the weights against a base model: 'default' (a shipped one, when one fits "
-                          "the network), a .dipbase file, or 'none' (default: %(default)s)")
+                          "the network), a .dipbase file, 'none' (the seed), or 'auto' (the preset's choice: "
+                          "'default' at fast, 'none' otherwise; the default)")
 
     seq = sub.add_parser("encode-seq", help="compress the frames of a clip to a .dips file, each from the one before")
     seq.add_argument("frames", metavar="FRAME", nargs="+", help="images of one size, in order")
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="an independently decodable frame every N frames (default 0: the first only)")
     seq.add_argument("--average", type=int, default=1, metavar="K",
                      help="start each frame from the mean of the last K frames' weights (default 1: the previous frame)")
-    seq.add_argument("--base", default="none", metavar="default|PATH|none",
+    seq.add_argument("--base", default="auto", metavar="auto|default|PATH|none",
                      help="key frames' base model, as for encode (default: %(default)s)")
     seq.add_argument("--mask", metavar="MASK", help="inpaint every frame: a mask image, or 'subtitles'")
     _add_fit_options(seq)

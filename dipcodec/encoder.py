@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp",
            "choose_network", "widest_network", "network_layout", "iteration_cost", "stretched_schedule",
            "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
-           "check_settings", "DEFAULT_BASE"]
+           "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base"]
 
 Preset = Literal["fast", "default", "best"]
 PRESET_COST = 726.6
@@ -46,7 +46,7 @@ PRESETS: dict[str, FitSchedule] = {
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
     # fast < 1 minute, default < 5 minutes, best < 10 minutes. The count scales with the inverse of
     # a network's cost (stretched_schedule), so every rate takes about the preset's time.
-    "fast": FitSchedule(iterations=650, qat_iterations=60, sized_for_cost=PRESET_COST),
+    "fast": FitSchedule(iterations=600, qat_iterations=60, sized_for_cost=PRESET_COST),
     "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
@@ -245,11 +245,13 @@ def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Ten
 
 
 BaseChoice = Union[str, os.PathLike, "BaseModel", None]
-DEFAULT_BASE = "none"
-"""What ``encode`` starts from when no base is named: the seed. A shipped base (``"default"``) speeds
-up short fits but has hurt long ones (the ReLU base: -16% BD-rate on kodak6 at the fast preset, yet
--0.58 dB on kodim07 at 0.5 bpp at the default one; BENCHMARKS.md, "Base models"), so it is asked
-for, not assumed."""
+DEFAULT_BASE = "auto"
+"""What ``encode`` starts from when no base is named: the preset's choice (PRESET_BASES)."""
+PRESET_BASES: dict[Preset, str] = {"fast": "default", "default": "none", "best": "none"}
+"""The base each preset codes plain images against under ``"auto"``. A shipped base speeds up short
+fits (kodak6 at ``fast``: +0.24, +0.22 and +0.12 dB at 0.25, 0.5 and 0.75 bpp) but has hurt a long
+one (a ReLU base on kodim07 at ``default``: -0.58 dB at 0.5 bpp), so only ``fast`` takes one
+(BENCHMARKS.md, "Every rate gets the preset's time")."""
 
 
 BASE_MIN_WIDTH_SHARE = 0.9
@@ -274,6 +276,14 @@ class Start:
     @classmethod
     def of_base(cls, base: BaseModel) -> "Start":
         return cls(base.network, base.weights, "base", base.id)
+
+
+def resolve_base(base: BaseChoice, preset: Preset, *, plain: bool) -> BaseChoice:
+    """``"auto"`` made concrete: the preset's base for plain coding (PRESET_BASES), the seed for a
+    restoration (no base was measured with one); any other choice as it is."""
+    if isinstance(base, str) and base == "auto":
+        return PRESET_BASES[preset] if plain else "none"
+    return base
 
 
 def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_bits: float, *,
@@ -314,7 +324,8 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
         restoration.check(pixels)
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
-    start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
+    chosen = resolve_base(base, preset, plain=restoration is None)
+    start = base_start(chosen, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
                        purpose=purpose_of(restoration))
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
@@ -474,9 +485,10 @@ def encode(image, *, bpp: float | None = None, quality: float | None = None, pre
     Give ``bpp`` for a target rate (met within 5%, header included, per pixel of the decoded image)
     or ``quality`` (1-100, default 75). At most one restoration: ``mask`` (an image, non-zero =
     missing, or ``"subtitles"`` to find burned-in subtitles) fills the holes; ``sr=4`` codes a 4x
-    super-resolved image; ``denoise=True`` a denoised one. ``base`` is ``"default"`` (a shipped
-    base model, when one fits), ``"none"`` (the seeded initialization), a ``.dipbase`` path or a
-    :class:`~dipcodec.transfer.basefile.BaseModel`; a file coded from a base needs it to decode.
+    super-resolved image; ``denoise=True`` a denoised one. ``base`` is ``"auto"`` (the preset's
+    choice: a shipped base at ``fast``, the seed otherwise, :data:`PRESET_BASES`), ``"default"`` (a
+    shipped base model, when one fits), ``"none"`` (the seeded initialization), a ``.dipbase`` path
+    or a :class:`~dipcodec.transfer.basefile.BaseModel`; a file coded from a base needs it to decode.
     """
     pixels = as_array(image)
     restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)

@@ -203,6 +203,26 @@ def test_default_bases_cover_the_compression_rates_of_768x512_but_not_upscaling(
     assert base_start("default", 512, 768, 3, 0.5 * 512 * 768, purpose="upscale") is None
 
 
+def test_auto_base_is_the_shipped_one_at_fast_and_the_seed_otherwise(monkeypatch):
+    import dataclasses
+
+    from dipcodec import encoder
+    from dipcodec.encoder import PRESETS, resolve_base
+
+    assert resolve_base("auto", "fast", plain=True) == "default"
+    assert resolve_base("auto", "default", plain=True) == resolve_base("auto", "best", plain=True) == "none"
+    assert resolve_base("auto", "fast", plain=False) == "none"  # no base was measured with a restoration
+    assert resolve_base("none", "fast", plain=True) == "none" and resolve_base("x.dipbase", "default", plain=True) == "x.dipbase"
+    # End to end, on an image whose network a shipped base fits (a one-iteration fit: what is coded
+    # against which reference is the point here, not the fit).
+    for name in PRESETS:
+        monkeypatch.setitem(PRESETS, name, dataclasses.replace(PRESETS[name], iterations=1, qat_iterations=1))
+    image = make_image(512, 768)
+    details = {preset: dipcodec.info(encoder.encode(image, quality=50, preset=preset)) for preset in ("fast", "default")}
+    assert details["fast"]["reference"] == "base" and details["fast"]["base_id"]
+    assert details["default"]["reference"] == "seed"
+
+
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():
     data = dipcodec.encode(make_image(24, 32), quality=75, preset="fast", base="default")
     assert dipcodec.info(data)["reference"] == "seed"
