@@ -44,9 +44,11 @@ quality (width 95; a test keeps the two in step)."""
 PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
-    # fast < 1 minute, default < 5 minutes, best < 10 minutes. The count scales with the inverse of
-    # a network's cost (stretched_schedule), so every rate takes about the preset's time.
-    "fast": FitSchedule(iterations=600, qat_iterations=60, sized_for_cost=PRESET_COST),
+    # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
+    # (stretched_schedule). fast's 450 are what its minute affords a network a third dearer (600 at
+    # the default quality, 479 at 0.75 bpp), and a dearer one gets fewer; restorations, which are
+    # sized for no network, fit the 450 as measured.
+    "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5),
     "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
@@ -57,8 +59,6 @@ multiply-add equivalents: fitted to the sine network's iteration times on 768x51
 machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets")."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
-MIN_STRETCH = 0.5
-"""The least they are multiplied by for a dearer one (high rates): it keeps the preset's time."""
 BITS_PER_WEIGHT = 8.0
 """Expected coded bits per weight at the working fineness; sizes the network for a bit budget. At 8
 rather than 6 the network is narrower with finer steps: the same decoded PSNR at 0.5 bpp, almost no
@@ -184,13 +184,15 @@ def iteration_cost(config: NetworkConfig, height: int, width: int) -> float:
 
 def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int, width: int) -> FitSchedule:
     """The schedule with its iterations scaled by how much cheaper ``config`` is than the network they
-    were sized for (``FitSchedule.sized_for_cost``; between MIN_STRETCH and MAX_STRETCH times as
-    many), so that every rate takes about the time the preset promises: low rates get more (narrow
-    networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450 to 900 iterations), high
-    rates fewer. A schedule sized for no network keeps its count."""
+    were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many, and at least
+    ``FitSchedule.min_stretch`` times), so that every rate takes about the time the preset promises:
+    low rates get more (narrow networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450
+    to 900 iterations), and at ``fast`` high rates fewer. A schedule sized for no network keeps its
+    count."""
     if schedule.sized_for_cost is None:
         return schedule
-    factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), MIN_STRETCH), MAX_STRETCH)
+    factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), schedule.min_stretch),
+                 MAX_STRETCH)
     return dataclasses.replace(schedule, iterations=round(schedule.iterations * factor))
 
 
@@ -249,7 +251,8 @@ DEFAULT_BASE = "auto"
 """What ``encode`` starts from when no base is named: the preset's choice (PRESET_BASES)."""
 PRESET_BASES: dict[Preset, str] = {"fast": "default", "default": "none", "best": "none"}
 """The base each preset codes plain images against under ``"auto"``. A shipped base speeds up short
-fits (kodak6 at ``fast``: +0.24, +0.22 and +0.12 dB at 0.25, 0.5 and 0.75 bpp) but has hurt a long
+fits (kodak6 at ``fast``, 863 / 650 / 519 iterations: +0.24, +0.22 and +0.12 dB at 0.25, 0.5 and
+0.75 bpp) but has hurt a long
 one (a ReLU base on kodim07 at ``default``: -0.58 dB at 0.5 bpp), so only ``fast`` takes one
 (BENCHMARKS.md, "Every rate gets the preset's time")."""
 
@@ -282,7 +285,7 @@ def resolve_base(base: BaseChoice, preset: Preset, *, plain: bool) -> BaseChoice
     """``"auto"`` made concrete: the preset's base for plain coding (PRESET_BASES), the seed for a
     restoration (no base was measured with one); any other choice as it is."""
     if isinstance(base, str) and base == "auto":
-        return PRESET_BASES[preset] if plain else "none"
+        return PRESET_BASES.get(preset, "none") if plain else "none"  # a tool's own schedule: the seed
     return base
 
 
@@ -293,6 +296,8 @@ def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_
     else None: the seed), a path to a ``.dipbase`` file, or a :class:`BaseModel`."""
     from .transfer.basefile import BaseModel, load_base, shipped_bases
 
+    if isinstance(base, str) and base == "auto":
+        raise ValueError("base 'auto' depends on the preset: resolve it with resolve_base first")
     if base is None or base == "none":
         return None
     if isinstance(base, str) and base == "default":

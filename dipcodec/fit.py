@@ -49,9 +49,11 @@ class FitSchedule:
     """Stop as soon as the loss falls to this (a noise variance: a fit closer than that fits noise)."""
     sized_for_cost: float | None = None
     """The cost per pixel of an iteration (``encoder.iteration_cost``) that ``iterations`` were sized
-    for: the encoder gives a cheaper network proportionally more, a dearer one fewer
-    (``encoder.stretched_schedule``).
+    for: the encoder gives a cheaper network proportionally more (``encoder.stretched_schedule``).
     None: exactly ``iterations``."""
+    min_stretch: float = 1.0
+    """The least a dearer network's count is scaled by: 1, it keeps the count; below 1 where the
+    preset's time must hold at high rates (``fast``)."""
 
 
 def psnr_from_mse(mse: float) -> float:

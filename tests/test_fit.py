@@ -82,23 +82,23 @@ def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
     # The presets were sized for the network of 768x512 at the default quality (0.5 bpp).
     assert PRESET_COST == pytest.approx(iteration_cost(at(0.5), 512, 768), abs=0.05)
-    fast = PRESETS["fast"]
-    # That network keeps the count.
-    assert stretched_schedule(fast, at(0.5), 512, 768) == fast
-    # A cheaper one gets more, a dearer one fewer, in proportion to its cost, and nothing else in the
-    # schedule changes.
-    for bpp, cheaper in ((0.25, True), (0.75, False)):
-        scaled = stretched_schedule(fast, at(bpp), 512, 768)
-        ratio = PRESET_COST / iteration_cost(at(bpp), 512, 768)
-        assert (ratio > 1.2) if cheaper else (ratio < 0.85)
-        assert scaled.iterations == round(fast.iterations * ratio)
-        assert scaled.qat_iterations == fast.qat_iterations and scaled.learning_rate == fast.learning_rate
-    # The scaling is bounded both ways, and a schedule sized for no network (a tool's, a restoration's)
-    # is exact.
+    default, fast = PRESETS["default"], PRESETS["fast"]
+    # That network keeps the count of a schedule sized for it.
+    assert stretched_schedule(default, at(0.5), 512, 768) == default
+    # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
+    low = stretched_schedule(default, at(0.25), 512, 768)
+    ratio = PRESET_COST / iteration_cost(at(0.25), 512, 768)
+    assert 1.2 < ratio and low.iterations == round(default.iterations * ratio)
+    assert low.qat_iterations == default.qat_iterations and low.learning_rate == default.learning_rate
+    # A dearer one keeps the count (min_stretch 1) ...
+    assert stretched_schedule(default, at(0.75), 512, 768) == default
+    # ... except at fast, sized for a dearer network, which gives it fewer, down to half.
+    assert [stretched_schedule(fast, at(bpp), 512, 768).iterations for bpp in (0.25, 0.5, 0.75)] == [797, 600, 479]
+    floored = FitSchedule(iterations=100, qat_iterations=0, sized_for_cost=PRESET_COST / 4, min_stretch=0.5)
+    assert stretched_schedule(floored, at(0.5), 512, 768).iterations == 50
+    # The stretch is capped, and a schedule sized for no network (a tool's, a restoration's) is exact.
     monkeypatch.setattr(encoder, "MAX_STRETCH", 1.1)
-    assert stretched_schedule(fast, at(0.25), 512, 768).iterations == round(1.1 * fast.iterations)
-    monkeypatch.setattr(encoder, "MIN_STRETCH", 0.9)
-    assert stretched_schedule(fast, at(0.75), 512, 768).iterations == round(0.9 * fast.iterations)
+    assert stretched_schedule(default, at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
     exact = FitSchedule(iterations=100, qat_iterations=0)
     assert stretched_schedule(exact, at(0.25), 512, 768) == exact
     from dipcodec.restoration.modes import AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level

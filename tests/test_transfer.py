@@ -207,12 +207,15 @@ def test_auto_base_is_the_shipped_one_at_fast_and_the_seed_otherwise(monkeypatch
     import dataclasses
 
     from dipcodec import encoder
-    from dipcodec.encoder import PRESETS, resolve_base
+    from dipcodec.encoder import PRESETS, base_start, resolve_base
 
     assert resolve_base("auto", "fast", plain=True) == "default"
     assert resolve_base("auto", "default", plain=True) == resolve_base("auto", "best", plain=True) == "none"
     assert resolve_base("auto", "fast", plain=False) == "none"  # no base was measured with a restoration
     assert resolve_base("none", "fast", plain=True) == "none" and resolve_base("x.dipbase", "default", plain=True) == "x.dipbase"
+    assert resolve_base("auto", "a tool's own", plain=True) == "none"
+    with pytest.raises(ValueError, match="resolve_base"):
+        base_start("auto", 512, 768, 3, 0.5 * 512 * 768)
     # End to end, on an image whose network a shipped base fits (a one-iteration fit: what is coded
     # against which reference is the point here, not the fit).
     for name in PRESETS:
@@ -221,6 +224,23 @@ def test_auto_base_is_the_shipped_one_at_fast_and_the_seed_otherwise(monkeypatch
     details = {preset: dipcodec.info(encoder.encode(image, quality=50, preset=preset)) for preset in ("fast", "default")}
     assert details["fast"]["reference"] == "base" and details["fast"]["base_id"]
     assert details["default"]["reference"] == "seed"
+
+
+def test_sequence_key_frames_take_the_auto_base_of_plain_coding_only(monkeypatch):
+    from dipcodec.transfer import warmstart
+
+    asked = []
+
+    def spy(base, *args, **kwargs):
+        asked.append(base)
+        raise InputError("stop before fitting")
+
+    monkeypatch.setattr(warmstart, "base_start", spy)
+    frames = moving_frames(2)
+    for preset, mask in (("fast", None), ("default", None), ("fast", np.zeros((32, 32), np.uint8))):
+        with pytest.raises(InputError, match="stop before fitting"):
+            dipcodec.encode_sequence(frames, quality=75, preset=preset, mask=mask)
+    assert asked == ["default", "none", "none"]
 
 
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                               learning_rate=args.lr, qat_learning_rate=args.qat_lr)
     pixels = read_image(args.kodak / f"{args.image}.png")
     start = time.perf_counter()
-    result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation")
+    result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base="none")
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
     print(f"{args.image} {args.network} {args.upsample} 1/{args.input_fraction} bpp={details['bpp']:.4f} psnr={result.psnr:.2f} "

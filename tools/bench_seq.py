@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--quality", type=float, default=75)
     p.add_argument("--preset", default="fast")
+    p.add_argument("--base", default="auto",
+                   help="what frames coded alone and key frames start from, as encode's --base (default: %(default)s, "
+                        "a shipped base at fast)")
     p.add_argument("--rd-qualities", default="",
                    help="more qualities to code each later frame at alone, for bits at equal PSNR (e.g. 40,55)")
     p.add_argument("--average", default="1", help="averaging windows to compare, comma-separated (e.g. 1,2,4)")
@@ -77,20 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     rd_qualities = [float(q) for q in args.rd_qualities.split(",") if q]
-    report = provenance(sys.argv) | {"clips": {}}
+    report = provenance(sys.argv) | {"base": args.base, "clips": {}}
     for clip in args.clips.split(","):
         paths = sorted((args.seq / clip / "clean").glob("*.png"))[: args.frames]
         frames = [read_image(f) for f in paths]
         rows = []
         for frame in frames:
             counter, t0 = Counter(), time.perf_counter()
-            result = encode_detailed(frame, quality=args.quality, preset=args.preset, progress=counter)
+            result = encode_detailed(frame, quality=args.quality, preset=args.preset, base=args.base,
+                                     progress=counter)
             rows.append({"independent": {"bytes": len(result.data), "psnr": psnr(frame, result.pixels),
                                          "iterations": counter.calls, "seconds": time.perf_counter() - t0}})
             if len(rows) > 1:  # the key frame is coded alone either way
                 rows[-1]["curve"] = [[rows[-1]["independent"]["bytes"], rows[-1]["independent"]["psnr"]]]
                 for quality in rd_qualities:
-                    other = encode_detailed(frame, quality=quality, preset=args.preset)
+                    other = encode_detailed(frame, quality=quality, preset=args.preset, base=args.base)
                     rows[-1]["curve"].append([len(other.data), psnr(frame, other.pixels)])
         sizes = {}
         for average in [int(a) for a in args.average.split(",")]:
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 counter.calls = 0
 
             data = encode_sequence(frames, quality=args.quality, preset=args.preset, average=average,
-                                   progress=counter, on_frame=on_frame)
+                                   base=args.base, progress=counter, on_frame=on_frame)
             sizes[warm] = len(data)
             print(f"\n{clip}, {warm}: {len(frames)} frames, sequence file {len(data)} bytes, "
                   f"independent files {sum(r['independent']['bytes'] for r in rows)} bytes")

@@ -360,6 +360,8 @@ def write_outputs(config: EvalConfig, results: Results) -> Path:
     machines = sorted({r["computed"].get("machine", "not recorded")
                        for r in [*results.points.values(), *results.sweeps.values()]})
 
+    from ..encoder import PRESET_BASES  # here, not at the top: the encoder loads torch
+
     md = [f"# dipcodec eval: {config.source.name}, {n} image{'s' * (n != 1)}", "",
           f"Command: `{command_line(config)}`", "",
           f"Written {datetime.now(timezone.utc).isoformat(timespec='seconds')}; results computed "
@@ -382,7 +384,10 @@ def write_outputs(config: EvalConfig, results: Results) -> Path:
           "- **Mean curves** of the classic codecs: each image's sweep is reduced to its undominated points, read at "
           "common rates by PCHIP in log-rate, and the readings are averaged over images; a rate outside any "
           "image's sweep is left out, never extrapolated.",
-          f"- **dipcodec**: `--bpp` rate control at each target, preset `{config.preset}`, seed 0.",
+          f"- **dipcodec**: `--bpp` rate control at each target, preset `{config.preset}`, seed 0, "
+          + ("coded against a shipped base model where one fits the image's network (`--base auto` at this "
+             "preset)." if PRESET_BASES.get(config.preset) == "default" else "coded from the seed (`--base auto` "
+             "at this preset)."),
           "- **BD-rate and BD-PSNR** (Bjontegaard, piecewise cubic: PCHIP in log-rate, integrated exactly over the "
           "range both curves cover) of dipcodec against each classic codec. Anchor: the codec's mean curve read at "
           "the target rates. Test: dipcodec's mean (bpp, PSNR) at each target. Negative BD-rate and positive "
