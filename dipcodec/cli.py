@@ -439,6 +439,16 @@ def _eval(args: argparse.Namespace) -> None:
                                                    if warned else ""), file=sys.stderr)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that Python's own flush at exit does not hit the closed
+    pipe again (and print a traceback of its own)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind stdout: nothing to do
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status instead of exiting, so tests can call it."""
     parser = _parser()
@@ -460,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("dipcodec: interrupted", file=sys.stderr)
             status = 130
+        except BrokenPipeError:  # the reader left (`dipcodec info x.dip | head`): stop quietly, as cat does
+            _silence_stdout()
+            status = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
         except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
             if os.environ.get("DIPCODEC_DEBUG"):
                 raise

@@ -252,9 +252,8 @@ DEFAULT_BASE = "auto"
 PRESET_BASES: dict[Preset, str] = {"fast": "default", "default": "none", "best": "none"}
 """The base each preset codes plain images against under ``"auto"``. A shipped base speeds up short
 fits (kodak6 at ``fast``, 863 / 650 / 519 iterations: +0.24, +0.22 and +0.12 dB at 0.25, 0.5 and
-0.75 bpp) but has hurt a long
-one (a ReLU base on kodim07 at ``default``: -0.58 dB at 0.5 bpp), so only ``fast`` takes one
-(BENCHMARKS.md, "Every rate gets the preset's time")."""
+0.75 bpp) but has hurt a long one (a ReLU base on kodim07 at ``default``: -0.58 dB at 0.5 bpp), so
+only ``fast`` takes one (BENCHMARKS.md, "Every rate gets the preset's time")."""
 
 
 BASE_MIN_WIDTH_SHARE = 0.9

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,22 @@ def test_missing_output_folder_fails_before_fitting(capsys, png, tmp_path):
 def test_info_refuses_an_endless_file(capsys):
     code, _, err = run(capsys, "info", "/dev/zero")
     assert code == 2 and "larger than any dipcodec file" in one_error_line(err)
+
+
+def test_a_reader_that_leaves_early_stops_the_output_quietly(monkeypatch, capsys):
+    """`dipcodec info x.dip | head -1`: the pipe closes, and the command stops without an error line."""
+    golden = Path(__file__).parent / "data" / "golden-v3.dip"
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    code = main(["info", str(golden)])
+    monkeypatch.undo()
+    assert code == 141
+    assert capsys.readouterr().err == ""

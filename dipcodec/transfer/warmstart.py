@@ -75,6 +75,8 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     so they cost what their changes cost.
     ``average`` > 1 starts each frame from the mean of the last ``average`` frames' weights instead
     of the previous frame's. ``mask`` (``"subtitles"``, or one mask image for every frame) inpaints.
+    ``base`` is the key frames' reference, as for :func:`dipcodec.encode` (``"auto"``: a shipped base
+    at ``fast`` unless inpainting, the seed otherwise).
     """
     pixels = [as_array(f) for f in frames]
     check_settings(bpp, quality, preset, seed)
