@@ -280,23 +280,24 @@ class Start:
         return cls(base.network, base.weights, "base", base.id)
 
 
-def resolve_base(base: BaseChoice, preset: Preset, *, plain: bool) -> BaseChoice:
+def resolve_base(base: BaseChoice, preset: Preset, *, purpose: NetworkPurpose = "compress") -> BaseChoice:
     """``"auto"`` made concrete: the preset's base for plain coding (PRESET_BASES), the seed for a
     restoration (no base was measured with one); any other choice as it is."""
     if isinstance(base, str) and base == "auto":
-        return PRESET_BASES.get(preset, "none") if plain else "none"  # a tool's own schedule: the seed
+        # A preset of a tool's own (not in PRESET_BASES) starts from the seed.
+        return PRESET_BASES.get(preset, "none") if purpose == "compress" else "none"
     return base
 
 
 def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_bits: float, *,
-               purpose: NetworkPurpose = "compress") -> Start | None:
-    """Resolve ``base`` for an image of this (output) size: ``"none"``/None, ``"default"`` (the widest
-    shipped base no wider than the network the budget affords and at least BASE_MIN_WIDTH_SHARE of it,
-    else None: the seed), a path to a ``.dipbase`` file, or a :class:`BaseModel`."""
+               purpose: NetworkPurpose = "compress", preset: Preset = "default") -> Start | None:
+    """Resolve ``base`` for an image of this (output) size and a fit at ``preset``: ``"auto"``
+    (:func:`resolve_base`), ``"none"``/None, ``"default"`` (the widest shipped base no wider than the
+    network the budget affords and at least BASE_MIN_WIDTH_SHARE of it, else None: the seed), a path
+    to a ``.dipbase`` file, or a :class:`BaseModel`."""
     from .transfer.basefile import BaseModel, load_base, shipped_bases
 
-    if isinstance(base, str) and base == "auto":
-        raise ValueError("base 'auto' depends on the preset: resolve it with resolve_base first")
+    base = resolve_base(base, preset, purpose=purpose)
     if base is None or base == "none":
         return None
     if isinstance(base, str) and base == "default":
@@ -328,9 +329,8 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
         restoration.check(pixels)
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
-    chosen = resolve_base(base, preset, plain=restoration is None)
-    start = base_start(chosen, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
-                       purpose=purpose_of(restoration))
+    start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
+                       purpose=purpose_of(restoration), preset=preset)
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
 

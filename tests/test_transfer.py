@@ -209,13 +209,18 @@ def test_auto_base_is_the_shipped_one_at_fast_and_the_seed_otherwise(monkeypatch
     from dipcodec import encoder
     from dipcodec.encoder import PRESETS, base_start, resolve_base
 
-    assert resolve_base("auto", "fast", plain=True) == "default"
-    assert resolve_base("auto", "default", plain=True) == resolve_base("auto", "best", plain=True) == "none"
-    assert resolve_base("auto", "fast", plain=False) == "none"  # no base was measured with a restoration
-    assert resolve_base("none", "fast", plain=True) == "none" and resolve_base("x.dipbase", "default", plain=True) == "x.dipbase"
-    assert resolve_base("auto", "a tool's own", plain=True) == "none"
-    with pytest.raises(ValueError, match="resolve_base"):
-        base_start("auto", 512, 768, 3, 0.5 * 512 * 768)
+    assert resolve_base("auto", "fast") == "default"
+    assert resolve_base("auto", "default") == resolve_base("auto", "best") == "none"
+    for purpose in ("restore", "upscale", "denoise"):  # no base was measured with a restoration
+        assert resolve_base("auto", "fast", purpose=purpose) == "none"
+    assert resolve_base("none", "fast") == "none" and resolve_base("x.dipbase", "default") == "x.dipbase"
+    assert resolve_base("auto", "a tool's own") == "none"
+    # base_start resolves "auto" for its preset: the shipped base at fast, the seed at default.
+    budget = 0.5 * 512 * 768
+    assert base_start("auto", 512, 768, 3, budget, preset="fast") == base_start("default", 512, 768, 3, budget)
+    assert base_start("auto", 512, 768, 3, budget, preset="fast") is not None
+    assert base_start("auto", 512, 768, 3, budget, preset="default") is None
+    assert base_start("auto", 512, 768, 3, budget, purpose="restore", preset="fast") is None
     # End to end, on an image whose network a shipped base fits (a one-iteration fit: what is coded
     # against which reference is the point here, not the fit).
     for name in PRESETS:
@@ -227,12 +232,13 @@ def test_auto_base_is_the_shipped_one_at_fast_and_the_seed_otherwise(monkeypatch
 
 
 def test_sequence_key_frames_take_the_auto_base_of_plain_coding_only(monkeypatch):
+    from dipcodec.restoration.modes import PURPOSES
     from dipcodec.transfer import warmstart
 
     asked = []
 
-    def spy(base, *args, **kwargs):
-        asked.append(base)
+    def spy(base, *args, purpose, preset):
+        asked.append((base, purpose, preset))
         raise InputError("stop before fitting")
 
     monkeypatch.setattr(warmstart, "base_start", spy)
@@ -240,7 +246,8 @@ def test_sequence_key_frames_take_the_auto_base_of_plain_coding_only(monkeypatch
     for preset, mask in (("fast", None), ("default", None), ("fast", np.zeros((32, 32), np.uint8))):
         with pytest.raises(InputError, match="stop before fitting"):
             dipcodec.encode_sequence(frames, quality=75, preset=preset, mask=mask)
-    assert asked == ["default", "none", "none"]
+    # base_start resolves "auto" (tested above): what matters here is the preset and purpose it gets.
+    assert asked == [("auto", "compress", "fast"), ("auto", "compress", "default"), ("auto", PURPOSES["inpaint"], "fast")]
 
 
 def test_default_base_falls_back_to_the_seed_where_no_base_fits():

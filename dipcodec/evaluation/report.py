@@ -360,7 +360,7 @@ def write_outputs(config: EvalConfig, results: Results) -> Path:
     machines = sorted({r["computed"].get("machine", "not recorded")
                        for r in [*results.points.values(), *results.sweeps.values()]})
 
-    from ..encoder import PRESET_BASES  # here, not at the top: the encoder loads torch
+    from ..encoder import resolve_base  # here, not at the top: the encoder loads torch
 
     md = [f"# dipcodec eval: {config.source.name}, {n} image{'s' * (n != 1)}", "",
           f"Command: `{command_line(config)}`", "",
@@ -386,7 +386,7 @@ def write_outputs(config: EvalConfig, results: Results) -> Path:
           "image's sweep is left out, never extrapolated.",
           f"- **dipcodec**: `--bpp` rate control at each target, preset `{config.preset}`, seed 0, "
           + ("coded against a shipped base model where one fits the image's network (`--base auto` at this "
-             "preset)." if PRESET_BASES.get(config.preset) == "default" else "coded from the seed (`--base auto` "
+             "preset)." if resolve_base("auto", config.preset) == "default" else "coded from the seed (`--base auto` "
              "at this preset)."),
           "- **BD-rate and BD-PSNR** (Bjontegaard, piecewise cubic: PCHIP in log-rate, integrated exactly over the "
           "range both curves cover) of dipcodec against each classic codec. Anchor: the codec's mean curve read at "

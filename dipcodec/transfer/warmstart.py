@@ -18,7 +18,7 @@ import numpy as np
 
 from ..decoder import resolve_device
 from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, EncodeResult, Preset, Progress, Start,
-                       base_start, check_settings, code_image, quality_to_bpp, resolve_base)
+                       base_start, check_settings, code_image, quality_to_bpp)
 from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
@@ -94,8 +94,8 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     height, width = pixels[0].shape[:2]
     channels = 1 if pixels[0].ndim == 2 else 3
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
-    key_start = base_start(resolve_base(base, preset, plain=mask is None), height, width, channels,
-                           network_bpp * height * width, purpose=PURPOSES["inpaint" if mask is not None else None])
+    key_start = base_start(base, height, width, channels, network_bpp * height * width,
+                           purpose=PURPOSES["inpaint" if mask is not None else None], preset=preset)
     coded: list[bytes] = []
     history: list[tuple[np.ndarray, ...]] = []
     key: EncodeResult | None = None
