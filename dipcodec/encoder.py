@@ -25,7 +25,7 @@ from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse,
                   rounding_sensitivities)
 from .images import as_array
 from .network import (Activation, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost, fixed_input,
-                      reference_weights)
+                      float32_convolutions, reference_weights)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, purpose_of, restoration_for
 
@@ -349,6 +349,7 @@ def check_settings(bpp: float | None, quality: float | None, preset: str, seed: 
         raise InputError("seed must be an integer in [0, 2**32)")
 
 
+@float32_convolutions()
 def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | None, schedule: FitSchedule,
                seed: int, device: torch.device, progress: Progress | None = None,
                restoration: Restoration | None = None, start: Start | None = None) -> EncodeResult:
@@ -477,7 +478,7 @@ class FittedNetwork:
 
     def output(self) -> torch.Tensor:
         """The network's image at the true (output) size, detached."""
-        with torch.no_grad():
+        with torch.no_grad(), float32_convolutions():
             return self.net(self.noise)[..., : self.size[0], : self.size[1]].clone()
 
 

@@ -9,8 +9,10 @@ of the current image only (no running averages), so encoder and decoder compute 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from .noise import INPUT_STREAM, uniform, weight_stream
 
-__all__ = ["NetworkConfig", "Generator", "UPSAMPLE_MODES", "upsample2x", "ACTIVATIONS", "NetworkPurpose", "fixed_input",
+__all__ = ["NetworkConfig", "Generator", "float32_convolutions", "UPSAMPLE_MODES", "upsample2x", "ACTIVATIONS", "NetworkPurpose", "fixed_input",
            "reference_weights", "padded_size", "decode_cost"]
 
 Upsample = Literal["bilinear", "nearest", "bicubic"]
@@ -86,6 +88,30 @@ class NetworkConfig:
 
     def parameter_count(self) -> int:
         return sum(math.prod(s) for s in self.tensor_shapes())
+
+
+@contextlib.contextmanager
+def float32_convolutions() -> Iterator[None]:
+    """cuDNN's convolutions in full float32 while inside (TF32, its default on recent GPUs, off).
+
+    The encoder's fit and every decoder then compute the same function: a file coded or decoded on
+    a GPU decodes to the same pixels as on a CPU but for rare rounding ties (0.005% of them, against
+    6% with TF32). It costs no time: these small networks are bound by kernel launches, not by
+    arithmetic (BENCHMARKS.md, "On a GPU"). Usable as a decorator; restores the caller's setting.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9: per-operator flags
+        saved, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = saved
+    else:
+        saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
 
 
 def padded_size(config: NetworkConfig, height: int, width: int) -> tuple[int, int]:

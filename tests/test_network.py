@@ -15,7 +15,8 @@ import dipcodec
 from dipcodec.container import VERSION, Bitstream, network_bytes, pack, parse_network
 from dipcodec.entropy import encode_symbols, fit_model
 from dipcodec.errors import DecodeError
-from dipcodec.network import Generator, NetworkConfig, fixed_input, padded_size, reference_weights, upsample2x
+from dipcodec.network import (Generator, NetworkConfig, fixed_input, float32_convolutions, padded_size, reference_weights,
+                              upsample2x)
 from dipcodec.quantize import quantize
 
 TAPERED = NetworkConfig(channels=(12, 12, 6), kernel_sizes=(1, 1, 1), input_channels=12, out_channels=3, shuffle=2)
@@ -138,3 +139,31 @@ def test_reference_weights_are_seeded_and_bounded():
 def test_padded_size_rounds_up_to_the_stride(size, expected):
     assert TAPERED.stride == 8
     assert padded_size(TAPERED, *size) == expected
+
+
+def _tf32_allowed() -> bool:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision != "ieee"
+    return torch.backends.cudnn.allow_tf32
+
+
+def test_float32_convolutions_turns_tf32_off_and_restores_the_callers_setting():
+    before = _tf32_allowed()
+    with pytest.raises(RuntimeError):
+        with float32_convolutions():
+            assert not _tf32_allowed()
+            raise RuntimeError("the setting comes back on the way out")
+    assert _tf32_allowed() == before
+
+
+def test_the_fit_and_the_decoder_convolve_in_float32(monkeypatch):
+    """On a GPU, TF32 convolutions would make a file decode to other pixels than on a CPU."""
+    seen = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: (seen.append(_tf32_allowed()), conv2d(*a, **k))[1])
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    data = dipcodec.encode(image, bpp=8.0, preset="fast")
+    coded = len(seen)
+    dipcodec.decode(data)
+    assert coded > 100 and len(seen) > coded and not any(seen)
