@@ -257,6 +257,17 @@ def test_dipcodec_against_jpeg(tmp_path, tiny_fast_preset, monkeypatch, capsys):
     with Image.open(out / "crops" / "a-4bpp.png") as im:  # crops are made again from the cached file
         assert im.size[1] > 48
 
+    # Files from two devices: the report gives dipcodec's times per device, not one mean over both.
+    unit = out / "cache" / "a" / "dipcodec-fast-4bpp.json"
+    record = json.loads(unit.read_text())
+    record["computed"]["device"], record["encode_s"] = "cuda", 99.0
+    unit.write_text(json.dumps(record))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    rows = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| dipcodec |")]
+    assert "cuda 99.000" in rows[1] and "cpu " in rows[1] and "cuda" not in rows[0] + rows[2]
+    assert json.loads((out / "dipcodec.json").read_text())["results"]["encoding_time"][1] is None
+
     # Once the codec's source changes, its cached results no longer stand for it (the classic ones do).
     monkeypatch.setattr(encoder, "encode_detailed", real_encode)
     monkeypatch.setattr(run, "codec_source", lambda: "another codec")

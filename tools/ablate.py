@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--qat-lr", type=float, default=0.0005)
     p.add_argument("--kodak", type=Path, default=KODAK)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     if args.input_fraction < 8 or args.input_fraction & (args.input_fraction - 1):
         p.error("--input-fraction must be a power of two, 8 or more")
@@ -82,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                                               learning_rate=args.lr, qat_learning_rate=args.qat_lr)
     pixels = read_image(args.kodak / f"{args.image}.png")
     start = time.perf_counter()
-    result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base="none")
+    result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base="none", device=args.device)
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
     print(f"{args.image} {args.network} {args.upsample} 1/{args.input_fraction} bpp={details['bpp']:.4f} psnr={result.psnr:.2f} "
-          f"float={result.float_psnr:.2f} params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
+          f"float={result.float_psnr:.2f} lr={args.lr:g} it={args.iterations} params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0
 

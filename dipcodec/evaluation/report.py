@@ -15,7 +15,7 @@ import io
 import json
 import math
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -73,6 +73,9 @@ class TargetRow:
     images: int
     over: int
     means: dict
+    times_by_device: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    """dipcodec's mean encode and decode seconds per device, where its files came from more than one
+    (the means then leave times out: a mean over a CPU and a GPU says nothing)."""
 
 
 def _target_rows(config: EvalConfig, results: Results) -> dict[str, list[TargetRow]]:
@@ -84,7 +87,14 @@ def _target_rows(config: EvalConfig, results: Results) -> dict[str, list[TargetR
             over = sum(not r["fits"] for r in records)
             means = {} if over else {k: _mean([r[k] for r in records])
                                      for k in ("bpp", "psnr", "ssim", "ms_ssim", "encode_s", "decode_s")}
-            rows[codec].append(TargetRow(codec, target, len(records), over, means))
+            devices = sorted({r["computed"]["device"] for r in records}) if codec == "dipcodec" else []
+            times = {}
+            if len(devices) > 1 and means:
+                on = {d: [r for r in records if r["computed"]["device"] == d] for d in devices}
+                times = {d: (_mean([r["encode_s"] for r in rs]), _mean([r["decode_s"] for r in rs]))
+                         for d, rs in on.items()}
+                means["encode_s"] = means["decode_s"] = None
+            rows[codec].append(TargetRow(codec, target, len(records), over, means, times))
     return rows
 
 
@@ -376,7 +386,8 @@ def write_outputs(config: EvalConfig, results: Results) -> Path:
           + (f" (n/a on images under {MS_SSIM_MIN_SIDE} pixels a side: {', '.join(small)})" if small else "") + ".",
           "- **bpp** is 8 x the bytes of the whole file / pixels, headers included.",
           "- **Times** are seconds per image on the machine above: for a classic codec, one encode at the chosen "
-          "setting; for dipcodec, the whole rate-controlled encode; decoding to pixels for both.",
+          "setting; for dipcodec, the whole rate-controlled encode; decoding to pixels for both. Where dipcodec's "
+          "files were made on more than one device (`--device`), its times are given per device.",
           "- **Classic codecs** through Pillow: "
           + "; ".join(f"{SPECS[c].label}: {SPECS[c].description}" for c in config.codecs if c != "dipcodec") + ".",
           "  At each target, the file at the highest setting that is no bigger than the target (bisection over the "
@@ -404,8 +415,11 @@ def write_outputs(config: EvalConfig, results: Results) -> Path:
                 table.append([LABELS[codec], f"{r.target:g}", f"{r.images}", f"n/a: {r.over} over", "", "", "", "",
                               ""])
                 continue
+            times = [_fmt(m["encode_s"], 3), _fmt(m["decode_s"], 3)]
+            if r.times_by_device:
+                times = [", ".join(f"{d} {_fmt(t[i], 3)}" for d, t in r.times_by_device.items()) for i in (0, 1)]
             table.append([LABELS[codec], f"{r.target:g}", f"{r.images}", _fmt(m["bpp"], 4), _fmt(m["psnr"]),
-                          _fmt(m["ms_ssim"], 4), _fmt(m["ssim"], 4), _fmt(m["encode_s"], 3), _fmt(m["decode_s"], 3)])
+                          _fmt(m["ms_ssim"], 4), _fmt(m["ssim"], 4), *times])
     md += _table(["codec", "target bpp", "images", "bpp", "PSNR dB", "MS-SSIM", "SSIM", "encode s", "decode s"],
                  table) + [""]
 
