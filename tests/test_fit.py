@@ -82,7 +82,7 @@ def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
     # The presets were sized for the network of 768x512 at the default quality (0.5 bpp).
     assert PRESET_COST == pytest.approx(iteration_cost(at(0.5), 512, 768), abs=0.05)
-    default, fast = PRESETS["default"], PRESETS["fast"]
+    default, fast, best = PRESETS["default"], PRESETS["fast"], PRESETS["best"]
     # That network keeps the count of a schedule sized for it.
     assert stretched_schedule(default, at(0.5), 512, 768) == default
     # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
@@ -90,10 +90,13 @@ def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     ratio = PRESET_COST / iteration_cost(at(0.25), 512, 768)
     assert 1.2 < ratio and low.iterations == round(default.iterations * ratio)
     assert low.qat_iterations == default.qat_iterations and low.learning_rate == default.learning_rate
-    # A dearer one keeps the count (min_stretch 1) ...
-    assert stretched_schedule(default, at(0.75), 512, 768) == default
-    # ... except at fast, sized for a dearer network, which gives it fewer, down to half.
-    assert [stretched_schedule(fast, at(bpp), 512, 768).iterations for bpp in (0.25, 0.5, 0.75)] == [797, 600, 479]
+    # A dearer one gets fewer, down to half (min_stretch), so that every rate takes the preset's time;
+    # fast is sized for a network a third dearer ...
+    iterations = lambda schedule: [stretched_schedule(schedule, at(b), 512, 768).iterations for b in (0.25, 0.5, 0.75)]
+    assert iterations(default) == [2921, 2200, 1758]
+    assert iterations(fast) == [797, 600, 479]
+    # ... and best's keep the count (min_stretch 1).
+    assert iterations(best) == [5975, 4500, 4500]
     floored = FitSchedule(iterations=100, qat_iterations=0, sized_for_cost=PRESET_COST / 4, min_stretch=0.5)
     assert stretched_schedule(floored, at(0.5), 512, 768).iterations == 50
     # The stretch is capped, and a schedule sized for no network (a tool's, a restoration's) is exact.
