@@ -13,7 +13,7 @@ import torch
 from .container import Bitstream, section_sizes, unpack
 from .entropy import decode_symbols
 from .errors import DecodeError, InputError
-from .network import Generator, NetworkConfig, fixed_input, float32_convolutions, reference_weights
+from .network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
 from .quantize import dequantize
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 @torch.no_grad()
-@float32_convolutions()
+@full_float32()
 def render(config: NetworkConfig, weights: list[np.ndarray], seed: int, height: int, width: int,
            device: str | torch.device = "cpu") -> np.ndarray:
     """The decoded image: the network's output cropped to the true size, as uint8 HxW or HxWx3."""

@@ -25,7 +25,7 @@ from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse,
                   rounding_sensitivities)
 from .images import as_array
 from .network import (Activation, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost, fixed_input,
-                      float32_convolutions, reference_weights)
+                      full_float32, reference_weights)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, purpose_of, restoration_for
 
@@ -48,8 +48,8 @@ PRESETS: dict[str, FitSchedule] = {
     # (stretched_schedule). fast's 450 are what its minute affords a network a third dearer (600 at
     # the default quality, 479 at 0.75 bpp), and a dearer one gets fewer; restorations, which are
     # sized for no network, fit the 450 as measured. default's dearer networks get fewer too (1758
-    # at 0.75 bpp, where 2200 took 5.2 minutes). best's keep the count, so that its measured 0.75 bpp
-    # files stand; above that rate it runs past its 10 minutes (BENCHMARKS.md).
+    # at 0.75 bpp, where 2200 took up to 5.2 minutes). best's keep the count, so that its measured
+    # 0.75 bpp files stand; above that rate it would run past its 10 minutes (BENCHMARKS.md).
     "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5),
     "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST, min_stretch=0.5),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
@@ -189,7 +189,7 @@ def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int
     were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many, and at least
     ``FitSchedule.min_stretch`` times), so that every rate takes about the time the preset promises:
     low rates get more (narrow networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450
-    to 900 iterations), and at ``fast`` high rates fewer. A schedule sized for no network keeps its
+    to 900 iterations), and at ``fast`` and ``default`` high rates fewer. A schedule sized for no network keeps its
     count."""
     if schedule.sized_for_cost is None:
         return schedule
@@ -351,7 +351,7 @@ def check_settings(bpp: float | None, quality: float | None, preset: str, seed: 
         raise InputError("seed must be an integer in [0, 2**32)")
 
 
-@float32_convolutions()
+@full_float32()
 def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | None, schedule: FitSchedule,
                seed: int, device: torch.device, progress: Progress | None = None,
                restoration: Restoration | None = None, start: Start | None = None) -> EncodeResult:
@@ -480,7 +480,7 @@ class FittedNetwork:
 
     def output(self) -> torch.Tensor:
         """The network's image at the true (output) size, detached."""
-        with torch.no_grad(), float32_convolutions():
+        with torch.no_grad(), full_float32():
             return self.net(self.noise)[..., : self.size[0], : self.size[1]].clone()
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import Generator, float32_convolutions
+from .network import Generator, full_float32
 from .quantize import step_from_code
 
 __all__ = ["FitSchedule", "IterationCallback", "Loss", "fit", "rounding_sensitivities", "quantization_aware_fit",
@@ -53,7 +53,7 @@ class FitSchedule:
     None: exactly ``iterations``."""
     min_stretch: float = 1.0
     """The least a dearer network's count is scaled by: 1, it keeps the count; below 1 where the
-    preset's time must hold at high rates (``fast``)."""
+    preset's time must hold at high rates (``fast``, ``default``)."""
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -66,7 +66,7 @@ def image_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(output[..., :h, :w], target)
 
 
-@float32_convolutions()
+@full_float32()
 def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: FitSchedule,
         progress: IterationCallback | None = None, loss_fn: Loss = image_mse) -> float:
     """Fit in float; leaves the best iterate in ``net`` and returns its PSNR. With
@@ -109,7 +109,7 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     return psnr_from_mse(best_mse)
 
 
-@float32_convolutions()
+@full_float32()
 def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Tensor,
                            reference: list[np.ndarray], step_codes: list[int]) -> list[float]:
     """Per tensor, the MSE that rounding it alone (to its step) adds, per weight and per squared step.
@@ -133,7 +133,7 @@ def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Te
     return out
 
 
-@float32_convolutions()
+@full_float32()
 def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Tensor,
                            reference: list[np.ndarray], step_codes: list[int], schedule: FitSchedule,
                            progress: IterationCallback | None = None, progress_offset: int = 0) -> float:

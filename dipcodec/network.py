@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -23,8 +24,8 @@ from torch import nn
 
 from .noise import INPUT_STREAM, uniform, weight_stream
 
-__all__ = ["NetworkConfig", "Generator", "float32_convolutions", "UPSAMPLE_MODES", "upsample2x", "ACTIVATIONS", "NetworkPurpose", "fixed_input",
-           "reference_weights", "padded_size", "decode_cost"]
+__all__ = ["NetworkConfig", "Generator", "full_float32", "UPSAMPLE_MODES", "upsample2x", "ACTIVATIONS",
+           "NetworkPurpose", "fixed_input", "reference_weights", "padded_size", "decode_cost"]
 
 Upsample = Literal["bilinear", "nearest", "bicubic"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest", "bicubic")
@@ -90,28 +91,47 @@ class NetworkConfig:
         return sum(math.prod(s) for s in self.tensor_shapes())
 
 
+_PRECISION_LOCK = threading.Lock()
+_precision_users = 0
+_callers_precision: list[tuple[object, str, object]] = []
+
+
+def _tf32_switches() -> list[tuple[object, str, object]]:
+    """(owner, attribute, float32 value) of each flag that lets CUDA round float32 products to TF32."""
+    conv, matmul = getattr(torch.backends.cudnn, "conv", None), torch.backends.cuda.matmul
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9: per-operator flags
+        return [(conv, "fp32_precision", "ieee"), (matmul, "fp32_precision", "ieee")]
+    return [(torch.backends.cudnn, "allow_tf32", False), (matmul, "allow_tf32", False)]
+
+
 @contextlib.contextmanager
-def float32_convolutions() -> Iterator[None]:
-    """cuDNN's convolutions in full float32 while inside (TF32, its default on recent GPUs, off).
+def full_float32() -> Iterator[None]:
+    """Convolutions and matrix products in full float32 on CUDA while inside (TF32 off: PyTorch
+    rounds cuDNN's convolutions to it by default on recent GPUs).
 
     The encoder's fit and every decoder then compute the same function: a file coded or decoded on
     a GPU decodes to the same pixels as on a CPU but for rare rounding ties (0.005% of them, against
-    6% with TF32). It costs no time: these small networks are bound by kernel launches, not by
-    arithmetic (BENCHMARKS.md, "On a GPU"). Usable as a decorator; restores the caller's setting.
+    3 to 7% with TF32), at no measured cost (BENCHMARKS.md, "On a GPU"). Usable as a decorator. The
+    flags are global: the first thread in sets them and the last one out restores the caller's.
+    On torch 2.9 and later, code run inside (a progress callback) must not read the legacy
+    ``torch.backends.cudnn.allow_tf32``, which raises while the per-operator flags disagree.
     """
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9: per-operator flags
-        saved, conv.fp32_precision = conv.fp32_precision, "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = saved
-    else:
-        saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = saved
+    global _precision_users
+    with _PRECISION_LOCK:
+        if _precision_users == 0:
+            switches = _tf32_switches()
+            _callers_precision[:] = [(owner, name, getattr(owner, name)) for owner, name, _ in switches]
+            for owner, name, value in switches:
+                setattr(owner, name, value)
+        _precision_users += 1
+    try:
+        yield
+    finally:
+        with _PRECISION_LOCK:
+            _precision_users -= 1
+            if _precision_users == 0:
+                for owner, name, value in _callers_precision:
+                    setattr(owner, name, value)
 
 
 def padded_size(config: NetworkConfig, height: int, width: int) -> tuple[int, int]:

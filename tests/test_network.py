@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -15,8 +16,8 @@ import dipcodec
 from dipcodec.container import VERSION, Bitstream, network_bytes, pack, parse_network
 from dipcodec.entropy import encode_symbols, fit_model
 from dipcodec.errors import DecodeError
-from dipcodec.network import (Generator, NetworkConfig, fixed_input, float32_convolutions, padded_size, reference_weights,
-                              upsample2x)
+from dipcodec.network import (Generator, NetworkConfig, _tf32_switches, fixed_input, full_float32, padded_size,
+                              reference_weights, upsample2x)
 from dipcodec.quantize import quantize
 
 TAPERED = NetworkConfig(channels=(12, 12, 6), kernel_sizes=(1, 1, 1), input_channels=12, out_channels=3, shuffle=2)
@@ -142,19 +143,48 @@ def test_padded_size_rounds_up_to_the_stride(size, expected):
 
 
 def _tf32_allowed() -> bool:
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        return conv.fp32_precision != "ieee"
-    return torch.backends.cudnn.allow_tf32
+    return [getattr(owner, name) for owner, name, _ in _tf32_switches()] != [v for _, _, v in _tf32_switches()]
 
 
-def test_float32_convolutions_turns_tf32_off_and_restores_the_callers_setting():
-    before = _tf32_allowed()
-    with pytest.raises(RuntimeError):
-        with float32_convolutions():
-            assert not _tf32_allowed()
-            raise RuntimeError("the setting comes back on the way out")
-    assert _tf32_allowed() == before
+def test_full_float32_turns_tf32_off_and_gives_the_callers_own_setting_back():
+    owner, name, _ = _tf32_switches()[1]  # the matrix products' flag, set to a value of the caller's own
+    callers, mine = getattr(owner, name), ("tf32" if name == "fp32_precision" else True)
+    setattr(owner, name, mine)
+    try:
+        with pytest.raises(RuntimeError):
+            with full_float32():
+                with full_float32():  # nested, as fit runs inside code_image
+                    assert not _tf32_allowed()
+                assert not _tf32_allowed()
+                raise RuntimeError("the setting comes back on the way out")
+        assert getattr(owner, name) == mine and _tf32_allowed()
+    finally:
+        setattr(owner, name, callers)
+
+
+def test_full_float32_holds_until_the_last_thread_leaves():
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with full_float32():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with full_float32():
+            second_in.set()
+            first_out.wait(5)
+            seen["after the first left"] = _tf32_allowed()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"after the first left": False} and _tf32_allowed()
 
 
 def test_the_fit_and_the_decoder_convolve_in_float32(monkeypatch):

@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base="none", device=args.device)
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
-    print(f"{args.image} {args.network} {args.upsample} 1/{args.input_fraction} bpp={details['bpp']:.4f} psnr={result.psnr:.2f} "
-          f"float={result.float_psnr:.2f} lr={args.lr:g} it={args.iterations} params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
+    print(f"{args.image} {args.network} {args.upsample} 1/{args.input_fraction} bpp={details['bpp']:.4f} "
+          f"psnr={result.psnr:.2f} float={result.float_psnr:.2f} lr={args.lr:g} it={args.iterations} "
+          f"params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0
 

@@ -22,9 +22,10 @@ import torch
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import PRESETS, choose_network, iteration_cost, stretched_schedule
 from dipcodec.fit import image_mse
-from dipcodec.network import Generator, NetworkConfig, fixed_input, reference_weights
+from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
 
 
+@full_float32()  # as the encoder's fit runs
 def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str) -> tuple[NetworkConfig, list[float]]:
     """The network for this size and rate, and the milliseconds of each timed iteration."""
     dev = resolve_device(device)
