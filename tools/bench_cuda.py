@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         data = encode_detailed(pixels, bpp=args.bpp, preset=preset, device=device).data
         seconds = time.perf_counter() - start
-        print(f"{args.image} {preset} on {device}: {seconds:.1f} s, {8 * len(data) / (pixels.shape[0] * pixels.shape[1]):.3f} bpp, "
+        bpp = 8 * len(data) / (pixels.shape[0] * pixels.shape[1])
+        print(f"{args.image} {preset} on {device}: {seconds:.1f} s, {bpp:.3f} bpp, "
               f"{psnr(pixels, decode(data)):.3f} dB; CUDA decode differs from the CPU's: {differing(data)}")
     return 0
 
