@@ -50,8 +50,12 @@ PRESETS: dict[str, FitSchedule] = {
     # sized for no network, fit the 450 as measured. default's dearer networks get fewer too (1758
     # at 0.75 bpp, where 2200 took up to 5.2 minutes). best's keep the count, so that its measured
     # 0.75 bpp files stand; above that rate it would run past its 10 minutes (BENCHMARKS.md).
-    "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5),
-    "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST, min_stretch=0.5),
+    # fast and default forget old gradients sooner (Adam's beta2 0.95); best keeps PyTorch's 0.999
+    # until it is measured on a GPU, so that its files stand (BENCHMARKS.md, "Adam's memory").
+    "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
+                        adam_beta2=0.95),
+    "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST, min_stretch=0.5,
+                           adam_beta2=0.95),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
 DEFAULT_QUALITY = 75

@@ -20,14 +20,18 @@ import torch.nn.functional as F
 from .network import Generator, full_float32
 from .quantize import step_from_code
 
-__all__ = ["FitSchedule", "IterationCallback", "Loss", "fit", "rounding_sensitivities", "quantization_aware_fit",
-           "psnr_from_mse", "image_mse"]
+__all__ = ["FitSchedule", "DEFAULT_BETA2", "IterationCallback", "Loss", "fit", "rounding_sensitivities",
+           "quantization_aware_fit", "psnr_from_mse", "image_mse"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(network output of the padded size, target) -> mean squared error. Restoration modes bring their
 own: known pixels only (inpainting), through a downsampler (super-resolution)."""
+
+
+DEFAULT_BETA2 = 0.999
+"""PyTorch's Adam default."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class FitSchedule:
     qat_iterations: int
     learning_rate: float = 0.02
     qat_learning_rate: float = 0.0005
+    adam_beta2: float = DEFAULT_BETA2
+    """Adam's second-moment decay in the float fit. A shorter memory (0.95) lets each weight's step
+    follow its gradients sooner, which a short fit needs (BENCHMARKS.md, "Adam's memory")."""
     input_jitter: float = 0.0
     """Standard deviation of fresh Gaussian noise added to the fixed input at each iteration: a
     regularizer (the Deep Image Prior's denoising recipe), zero for compression."""
@@ -72,7 +79,7 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     """Fit in float; leaves the best iterate in ``net`` and returns its PSNR. With
     ``FitSchedule.average_decay`` it leaves the average instead, and returns the last iterate's PSNR."""
     params = list(net.parameters())
-    opt = torch.optim.Adam(params, lr=schedule.learning_rate)
+    opt = torch.optim.Adam(params, lr=schedule.learning_rate, betas=(0.9, schedule.adam_beta2))
     total = max(schedule.iterations, 1)
     lr_at = lambda i: schedule.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / total)))
     averaging = schedule.average_decay > 0

@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_image
 from dipcodec.encoder import _Coder, _weights_of, choose_network
-from dipcodec.fit import FitSchedule, image_mse, fit, rounding_sensitivities
+from dipcodec.fit import DEFAULT_BETA2, FitSchedule, image_mse, fit, rounding_sensitivities
 from dipcodec.network import Generator, fixed_input, reference_weights
 from dipcodec.quantize import step_codes_for, step_from_code, step_scales
 
@@ -107,8 +107,30 @@ def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     from dipcodec.restoration.modes import AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level
 
     image = make_image(64, 64)
+    # Restorations keep their measured lengths and optimizer: fast's shorter Adam memory is plain coding's.
+    assert fast.adam_beta2 != DEFAULT_BETA2
     assert Restoration("super-resolution", scale=4).schedule(fast, image) == dataclasses.replace(
-        fast, sized_for_cost=None, input_jitter=INPUT_JITTER)
+        fast, sized_for_cost=None, adam_beta2=DEFAULT_BETA2, input_jitter=INPUT_JITTER)
     assert Restoration("denoise").schedule(fast, image) == dataclasses.replace(
-        fast, sized_for_cost=None, input_jitter=INPUT_JITTER, average_decay=AVERAGE_DECAY,
+        fast, sized_for_cost=None, adam_beta2=DEFAULT_BETA2, input_jitter=INPUT_JITTER, average_decay=AVERAGE_DECAY,
         stop_mse=noise_level(image) ** 2)
+
+
+def test_the_float_fit_uses_the_schedules_adam_memory(monkeypatch):
+    """The presets' beta2 reaches the optimizer (the quantization-aware phase keeps PyTorch's)."""
+    import dipcodec.fit as fit_module
+    from dipcodec.encoder import PRESETS
+
+    made, adam = [], torch.optim.Adam
+
+    def recording_adam(params, **options):
+        made.append(options.get("betas", (0.9, DEFAULT_BETA2)))
+        return adam(params, **options)
+
+    monkeypatch.setattr(fit_module.torch.optim, "Adam", recording_adam)
+    config = choose_network(32, 32, 3, 2.0 * 32 * 32, purpose="restore")
+    net = Generator(config).load(reference_weights(config, 0))
+    noise = fixed_input(config, 0, 32, 32)
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    fit(net, noise, target, dataclasses.replace(PRESETS["fast"], iterations=2, sized_for_cost=None))
+    assert made == [(0.9, PRESETS["fast"].adam_beta2)] and PRESETS["fast"].adam_beta2 < DEFAULT_BETA2

@@ -16,7 +16,7 @@ import torch
 
 from ..container import MAX_SCALE, MAX_SIDE
 from ..errors import InputError, warn
-from ..fit import FitSchedule, Loss, image_mse
+from ..fit import DEFAULT_BETA2, FitSchedule, Loss, image_mse
 from ..network import NetworkPurpose
 from .downsample import lanczos_matrix
 
@@ -107,9 +107,9 @@ class Restoration:
 
     def schedule(self, base: FitSchedule, pixels: np.ndarray) -> FitSchedule:
         """The preset's iteration count as it is (these lengths were chosen by measurement, not sized by
-        cost); super-resolution and denoising jitter the input, and denoising also averages its fit and
-        stops it at the image's noise level."""
-        base = dataclasses.replace(base, sized_for_cost=None)
+        cost), with the optimizer they were measured with; super-resolution and denoising jitter the
+        input, and denoising also averages its fit and stops it at the image's noise level."""
+        base = dataclasses.replace(base, sized_for_cost=None, adam_beta2=DEFAULT_BETA2)
         if self.mode == "inpaint":
             return base
         if self.mode == "super-resolution":

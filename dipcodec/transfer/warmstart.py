@@ -20,7 +20,7 @@ from ..decoder import resolve_device
 from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, EncodeResult, Preset, Progress, Start,
                        base_start, check_settings, code_image, quality_to_bpp)
 from ..errors import InputError
-from ..fit import FitSchedule
+from ..fit import DEFAULT_BETA2, FitSchedule
 from ..images import as_array
 from ..quantize import STEP_CODE_RANGE
 from ..restoration.modes import PURPOSES, restoration_for
@@ -50,11 +50,12 @@ FrameCallback = Callable[[int, EncodeResult, float], None]
 
 def warm_schedule(schedule: FitSchedule, key_float_psnr: float) -> FitSchedule:
     """The fit of a frame that starts from the frame before it: shorter, gentler, and over as soon as
-    it fits as well as its key frame did (not the frame before: small shortfalls would add up)."""
+    it fits as well as its key frame did (not the frame before: small shortfalls would add up), with
+    the optimizer it was measured with."""
     stop = 10 ** (-key_float_psnr / 10) if math.isfinite(key_float_psnr) else None
     return dataclasses.replace(schedule, iterations=max(1, math.ceil(schedule.iterations * WARM_ITERATIONS)),
                                qat_iterations=max(1, math.ceil(schedule.qat_iterations * WARM_ITERATIONS)),
-                               learning_rate=WARM_LEARNING_RATE, stop_mse=stop)
+                               learning_rate=WARM_LEARNING_RATE, adam_beta2=DEFAULT_BETA2, stop_mse=stop)
 
 
 def warm_grids(key_step_codes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
