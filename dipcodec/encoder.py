@@ -193,8 +193,8 @@ def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int
     were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many, and at least
     ``FitSchedule.min_stretch`` times), so that every rate takes about the time the preset promises:
     low rates get more (narrow networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450
-    to 900 iterations), and at ``fast`` and ``default`` high rates fewer. A schedule sized for no network keeps its
-    count."""
+    to 900 iterations), and at ``fast`` and ``default`` high rates fewer. A schedule sized for no
+    network keeps its count."""
     if schedule.sized_for_cost is None:
         return schedule
     factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), schedule.min_stretch),
