@@ -134,3 +134,11 @@ def test_the_float_fit_uses_the_schedules_adam_memory(monkeypatch):
     target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     fit(net, noise, target, dataclasses.replace(PRESETS["fast"], iterations=2, sized_for_cost=None))
     assert made == [(0.9, PRESETS["fast"].adam_beta2)] and PRESETS["fast"].adam_beta2 < DEFAULT_BETA2
+    assert PRESETS["default"].adam_beta2 < DEFAULT_BETA2 == PRESETS["best"].adam_beta2
+
+
+def test_warm_started_frames_keep_the_optimizer_they_were_measured_with():
+    from dipcodec.encoder import PRESETS
+    from dipcodec.transfer.warmstart import warm_schedule
+
+    assert warm_schedule(PRESETS["fast"], 30.0).adam_beta2 == DEFAULT_BETA2
