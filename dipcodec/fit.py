@@ -21,7 +21,7 @@ from .network import Generator, full_float32
 from .quantize import step_from_code
 
 __all__ = ["FitSchedule", "DEFAULT_BETA2", "IterationCallback", "Loss", "fit", "rounding_sensitivities",
-           "quantization_aware_fit", "psnr_from_mse", "image_mse"]
+           "quantization_aware_fit", "psnr_from_mse", "image_mse", "Objective", "objective"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
@@ -73,6 +73,24 @@ def image_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(output[..., :h, :w], target)
 
 
+Objective = Callable[[list[torch.Tensor] | None, torch.Tensor], torch.Tensor]
+"""(weights or None for the network's own, network input) -> loss."""
+
+
+def objective(net: Generator, target: torch.Tensor, loss_fn: Loss = image_mse) -> Objective:
+    """The loss of the network's output on an input. The plain loss skips the pixel shuffle where
+    it can (image sides multiples of the shuffle): it compares the packed output with the target
+    unshuffled once, the same differences permuted, and saves two passes over the full-size image
+    each iteration."""
+    s = net.config.shuffle
+    h, w = target.shape[-2:]
+    if loss_fn is not image_mse or s == 1 or h % s or w % s:
+        return lambda weights, net_input: loss_fn(net(net_input, weights), target)
+    packed = F.pixel_unshuffle(target, s)
+    return lambda weights, net_input: F.mse_loss(net(net_input, weights, packed=True)[..., : h // s, : w // s],
+                                                 packed)
+
+
 @full_float32()
 def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: FitSchedule,
         progress: IterationCallback | None = None, loss_fn: Loss = image_mse) -> float:
@@ -84,8 +102,9 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     lr_at = lambda i: schedule.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / total)))
     averaging = schedule.average_decay > 0
     best = [p.detach().clone() for p in params]
+    loss_of = objective(net, target, loss_fn)
     with torch.no_grad():
-        best_mse = loss_fn(net(noise), target).item()  # the starting point counts as an iterate
+        best_mse = loss_of(None, noise).item()  # the starting point counts as an iterate
     jitter = torch.Generator(noise.device).manual_seed(0) if schedule.input_jitter else None
     for i in range(schedule.iterations):
         for group in opt.param_groups:
@@ -94,7 +113,7 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
         net_input = noise
         if jitter is not None:
             net_input = noise + schedule.input_jitter * torch.randn(noise.shape, generator=jitter, device=noise.device)
-        loss = loss_fn(net(net_input), target)
+        loss = loss_of(None, net_input)
         loss.backward()
         mse = loss.item()  # the loss of the weights *before* this step
         if averaging:  # from the first iterate on, so that the random start weighs nothing
@@ -127,14 +146,15 @@ def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Te
     """
     params = [p.detach() for p in net.parameters()]
     device = params[0].device
+    loss_of = objective(net, target)
     with torch.no_grad():
-        base = image_mse(net(noise), target).item()
+        base = loss_of(None, noise).item()
         out = []
         for i, (p, ref, code) in enumerate(zip(params, reference, step_codes, strict=True)):
             step = float(step_from_code(code))
             r = torch.from_numpy(ref).to(device)
             rounded = params[:i] + [r + torch.round((p - r) / step) * step] + params[i + 1 :]
-            added = image_mse(net(noise, rounded), target).item() - base
+            added = loss_of(rounded, noise).item() - base
             # Rounding can help by chance: floor the estimate at a small share of the error.
             out.append(max(added, 1e-4 * base) / (p.numel() * step * step))
     return out
@@ -154,13 +174,14 @@ def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Te
         return [r + torch.round((p - r) / s) * s for p, r, s in zip(params, refs, steps)]
 
     params = list(net.parameters())
+    loss_of = objective(net, target)
     opt = torch.optim.Adam(params, lr=schedule.qat_learning_rate)
     best_mse, best = float("inf"), [p.detach().clone() for p in params]
     for i in range(schedule.qat_iterations + 1):
         opt.zero_grad(set_to_none=True)
         q = rounded([p.detach() for p in params])
         ste = [p + (qp - p).detach() for p, qp in zip(params, q)]
-        loss = image_mse(net(noise, ste), target)
+        loss = loss_of(ste, noise)
         mse = loss.item()
         if mse < best_mse:
             best_mse = mse

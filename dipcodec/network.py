@@ -2,8 +2,10 @@
 
 A Deep Decoder-style stack sized for compression. Each stage is conv -> per-channel normalization ->
 activation (ReLU or sine), with a 2x upsampling between stages; the last stage runs at ``1/shuffle``
-of the image size and a 1x1 convolution emits ``shuffle**2`` sub-pixels per output pixel (pixel shuffle). Keeping every hidden
-tensor below full resolution is what makes a fit affordable on a CPU. Normalization uses the statistics
+of the image size and a 1x1 convolution emits ``shuffle**2`` sub-pixels per output pixel (pixel
+shuffle). Compression networks keep every hidden tensor below full resolution, which is what makes
+a fit affordable on a CPU; super-resolution and denoising networks (shuffle 1) need a full-size
+last stage. Normalization uses the statistics
 of the current image only (no running averages), so encoder and decoder compute the same function.
 """
 
@@ -218,8 +220,11 @@ class Generator(nn.Module):
                 p.copy_(torch.from_numpy(np.asarray(t, np.float32)))
         return self
 
-    def forward(self, noise: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Image in [0, 1] of the padded size. ``weights`` replaces the parameters (quantization-aware fit)."""
+    def forward(self, noise: torch.Tensor, weights: list[torch.Tensor] | None = None, *,
+                packed: bool = False) -> torch.Tensor:
+        """Image in [0, 1] of the padded size. ``weights`` replaces the parameters (quantization-aware
+        fit). ``packed``: the image before the pixel shuffle (``F.pixel_unshuffle`` of it, computed
+        without it), which a loss can compare with a target unshuffled once."""
         w = list(self.weights) if weights is None else weights
         cfg = self.config
         x = noise
@@ -239,7 +244,7 @@ class Generator(nn.Module):
             x = F.group_norm(x, x.shape[1], gain, bias, eps=1e-5)
             x = torch.sin(x) if cfg.activation == "sine" else F.relu(x)
         x = F.conv2d(x, w[-2], w[-1])
-        if cfg.shuffle > 1:
+        if cfg.shuffle > 1 and not packed:
             x = F.pixel_shuffle(x, cfg.shuffle)
         return torch.sigmoid(x)
 

@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_image
 from dipcodec.encoder import _Coder, _weights_of, choose_network
-from dipcodec.fit import DEFAULT_BETA2, FitSchedule, image_mse, fit, rounding_sensitivities
+from dipcodec.fit import DEFAULT_BETA2, FitSchedule, fit, image_mse, objective, rounding_sensitivities
 from dipcodec.network import Generator, fixed_input, reference_weights
 from dipcodec.quantize import step_codes_for, step_from_code, step_scales
 
@@ -142,3 +142,37 @@ def test_warm_started_frames_keep_the_optimizer_they_were_measured_with():
     from dipcodec.transfer.warmstart import warm_schedule
 
     assert warm_schedule(PRESETS["fast"], 30.0).adam_beta2 == DEFAULT_BETA2
+
+
+@pytest.mark.parametrize("size", [(64, 64), (40, 36), (33, 35)], ids=["stride", "padded", "odd"])
+def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size):
+    """The fit's loss skips the pixel shuffle where the sides allow it (``objective``): the loss must
+    stay the image MSE (up to summation order) and the gradients be the very same numbers, so that
+    files do not change. Sides of the stride, sides padded by the network, odd sides (the fallback)."""
+    height, width = size
+    config = choose_network(height, width, 3, 2.0 * height * width)
+    assert config.shuffle == 2
+    net = Generator(config).load(reference_weights(config, 0))
+    noise = fixed_input(config, 0, height, width)
+    target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(1))
+    losses, grads = [], []
+    for loss_of in (lambda: image_mse(net(noise), target), lambda: objective(net, target)(None, noise)):
+        net.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    for plain, packed in zip(*grads, strict=True):
+        assert torch.equal(plain, packed)
+
+
+def test_the_objective_keeps_a_restorations_own_loss():
+    """A loss other than the plain one (inpainting's known pixels) is used as it is, on the shuffled image."""
+    config = choose_network(32, 32, 3, 2.0 * 32 * 32)
+    net = Generator(config).load(reference_weights(config, 0))
+    noise = fixed_input(config, 0, 32, 32)
+    seen = []
+    loss_fn = lambda output, target: seen.append(output.shape) or (output - target).abs().mean()
+    objective(net, torch.zeros(1, 3, 32, 32), loss_fn)(None, noise)
+    assert seen == [torch.Size([1, 3, 32, 32])]

@@ -8,6 +8,10 @@ timed iterations after 3 warm-up ones, with the interquartile range: what a user
 the preset's iteration count, which this also prints (cheaper networks get more: the encoder's
 ``stretched_schedule``, whose cost model ``iteration_cost`` the timings should follow linearly). Run
 it on a quiet machine; the timings of a busy one mean little.
+
+``--compare-loss`` also times the loss the fit used before ``fit.objective`` (on the pixel-shuffled
+image), one iteration of each in turn on the same input, and prints the median of the paired ratios:
+on a machine whose speed drifts, alternating is what makes the two comparable.
 """
 
 from __future__ import annotations
@@ -21,33 +25,40 @@ import torch
 
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import PRESETS, choose_network, iteration_cost, stretched_schedule
-from dipcodec.fit import image_mse
+from dipcodec.fit import image_mse, objective
 from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
 
 
 @full_float32()  # as the encoder's fit runs
-def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str) -> tuple[NetworkConfig, list[float]]:
-    """The network for this size and rate, and the milliseconds of each timed iteration."""
+def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
+                 losses: tuple[str, ...] = ("objective",)) -> tuple[NetworkConfig, dict[str, list[float]]]:
+    """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
+    plain MSE of the shuffled image) the milliseconds of each timed iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
-    net = Generator(config).load(reference_weights(config, 0)).to(dev)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=0.02)
-    times = []
+    runs = []
+    for name in losses:
+        net = Generator(config).load(reference_weights(config, 0)).to(dev)
+        loss_of = objective(net, target) if name == "objective" else (
+            lambda weights, net_input, net=net: image_mse(net(net_input, weights), target))
+        runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02)))
+    times: dict[str, list[float]] = {name: [] for name in losses}
     for i in range(3 + repeats):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = image_mse(net(noise), target)
-        loss.backward()
-        loss.item()
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append(1000 * (time.perf_counter() - start))
+        for name, (net, loss_of, opt) in zip(losses, runs):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_of(None, noise)
+            loss.backward()
+            loss.item()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times[name].append(1000 * (time.perf_counter() - start))
     return config, times
 
 
@@ -57,16 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", default="0.25,0.5")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compare-loss", action="store_true",
+                   help="also time the loss on the shuffled image, alternating, and print the paired ratio")
     args = p.parse_args(argv)
+    losses = ("objective", "shuffled") if args.compare_loss else ("objective",)
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     for bpp in (float(b) for b in args.bpp.split(",")):
-        config, times = iteration_ms(width, height, bpp, args.repeats, args.device)
+        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses)
+        times = runs["objective"]
         q1, _, q3 = statistics.quantiles(times, n=4)
         iterations = "/".join(str(stretched_schedule(s, config, height, width).iterations) for s in PRESETS.values())
         print(f"{bpp:g} bpp: widths {config.channels}, {config.parameter_count()} weights, cost "
               f"{iteration_cost(config, height, width):.0f}: median {statistics.median(times):.1f} ms per iteration "
               f"(IQR {q1:.1f}-{q3:.1f}); {'/'.join(PRESETS)} iterations {iterations}", flush=True)
+        if args.compare_loss:
+            ratio = statistics.median(new / old for new, old in zip(times, runs["shuffled"]))
+            print(f"  loss on the shuffled image: median {statistics.median(runs['shuffled']):.1f} ms; "
+                  f"the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
     return 0
 
 
