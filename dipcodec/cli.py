@@ -1,7 +1,8 @@
 """The ``dipcodec`` command line: a thin layer over the Python API (and, for ``eval``, over
 ``dipcodec.evaluation.run``).
 
-Exit status: 0 success, 2 bad usage or bad input (including damaged files), 1 internal error.
+Exit status: 0 success, 2 bad usage or bad input (including damaged files), 1 internal error, 130
+interrupted, 141 the reader closed the pipe.
 Errors and warnings are one line on stderr; set ``DIPCODEC_DEBUG=1`` for a traceback.
 """
 

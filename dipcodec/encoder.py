@@ -113,8 +113,8 @@ def choose_network(height: int, width: int, channels: int, budget_bits: float, *
 
     For compression, on images of 64 pixels or more a side: a fixed input at 1/16 of the image size,
     stages at 1/16, 1/8, 1/4 and 1/2 size of widths k, k, k/2 and k/4 with sine activations, and a 2x
-    pixel shuffle, so no hidden tensor is ever full size. The decoder's cost limits cap k, so on a
-    768x512 image the network stops growing near 1 bpp and finer quantization carries higher rates.
+    pixel shuffle, so no hidden tensor is ever full size. k stops at MAX_WIDTH (on a 768x512 image
+    near 2 bpp), and finer quantization carries higher rates.
     Each choice was measured on Kodak (BENCHMARKS.md): a half-size last stage beats shuffling 4x from
     1/4 size, an input at 1/16 size beats 1/8 and 1/64, and sines instead of ReLUs, with narrower
     fine stages, gain 0.2 to 0.6 dB at the default preset's length and fit a third faster. Smaller

@@ -212,3 +212,21 @@ def test_mutated_golden_base_loads_or_raises_decode_error():
             base_from_bytes(damaged)
         except DecodeError as exc:
             assert "\n" not in str(exc) and str(exc)
+
+
+def test_the_worked_example_of_the_format_document_decodes_as_it_says():
+    """docs/FORMAT.md §10 prints a whole file byte by byte: it must be a valid file, of the size and
+    section sizes the text gives, that decodes to an image close to the gradient it was coded from."""
+    text = (Path(__file__).parents[1] / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    example = text[text.index("## 10. Worked example"):]
+    block = example[example.index("```\n", example.index("Output (")) + 4:]
+    lines = block[: block.index("```")].split("\n")
+    data = bytes.fromhex(" ".join(lines[1:]))
+    assert len(data) == int(lines[0]) == 123
+    details = dipcodec.info(data)
+    sizes = details["section_bytes"]
+    assert (f"header {sizes['header']}, network {sizes['network']}, quantization {sizes['quantization']}, "
+            f"weights {sizes['weights']} and crc {sizes['crc']} bytes") in " ".join(example.split())
+    gradient = np.add.outer(np.arange(16), np.arange(16)) * 8.0
+    mse = np.mean((dipcodec.decode(data).astype(float) - gradient) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 24  # 26.9 dB from 124 weights

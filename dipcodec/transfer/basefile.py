@@ -5,8 +5,8 @@ weights as raw float32, a little JSON about how they were trained, and a CRC. No
 one reads numbers and nothing else. Its id, which ``.dip`` files name in their ``B`` section, is a
 hash of the network description and the weights, so two bases with the same id decode alike.
 
-The bases that ship with the package live in ``dipcodec/transfer/bases/``, one per network width of
-the encoder's standard RGB layout.
+The bases that ship with the package live in ``dipcodec/transfer/bases/``: one per network width
+of the encoder's RGB compression layout (sines), and of its inpainting layout (ReLUs).
 """
 
 from __future__ import annotations
