@@ -223,8 +223,9 @@ class Generator(nn.Module):
     def forward(self, noise: torch.Tensor, weights: list[torch.Tensor] | None = None, *,
                 packed: bool = False) -> torch.Tensor:
         """Image in [0, 1] of the padded size. ``weights`` replaces the parameters (quantization-aware
-        fit). ``packed``: the image before the pixel shuffle (``F.pixel_unshuffle`` of it, computed
-        without it), which a loss can compare with a target unshuffled once."""
+        fit). ``packed``: skip the pixel shuffle and return what ``F.pixel_unshuffle`` would make of
+        that image (``shuffle**2`` maps per channel at the padded size divided by the shuffle), which
+        a loss can compare with a target unshuffled once."""
         w = list(self.weights) if weights is None else weights
         cfg = self.config
         x = noise

@@ -137,18 +137,26 @@ def test_the_float_fit_uses_the_schedules_adam_memory(monkeypatch):
     assert PRESETS["default"].adam_beta2 < DEFAULT_BETA2 == PRESETS["best"].adam_beta2
 
 
-def test_warm_started_frames_keep_the_optimizer_they_were_measured_with():
+def test_warm_started_frames_fit_with_their_own_adam_memory():
+    """Warm frames take WARM_BETA2 whatever their preset's (best's is PyTorch's)."""
     from dipcodec.encoder import PRESETS
-    from dipcodec.transfer.warmstart import warm_schedule
+    from dipcodec.transfer.warmstart import WARM_BETA2, warm_schedule
 
-    assert warm_schedule(PRESETS["fast"], 30.0).adam_beta2 == DEFAULT_BETA2
+    assert WARM_BETA2 < DEFAULT_BETA2
+    assert {warm_schedule(PRESETS[p], 30.0).adam_beta2 for p in ("fast", "default", "best")} == {WARM_BETA2}
 
 
-@pytest.mark.parametrize("size", [(64, 64), (40, 36), (33, 35)], ids=["stride", "padded", "odd"])
-def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size):
+@pytest.mark.parametrize("size, packs", [((64, 64), True), ((40, 36), True), ((33, 35), False)],
+                         ids=["stride", "padded", "odd"])
+def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size, packs, monkeypatch):
     """The fit's loss skips the pixel shuffle where the sides allow it (``objective``): the loss must
     stay the image MSE (up to summation order) and the gradients be the very same numbers, so that
-    files do not change. Sides of the stride, sides padded by the network, odd sides (the fallback)."""
+    files do not change. Sides of the stride and sides the network pads skip the shuffle; odd sides
+    fall back to the shuffled image."""
+    import dipcodec.network as network_module
+
+    shuffles, shuffle = [], torch.nn.functional.pixel_shuffle
+    monkeypatch.setattr(network_module.F, "pixel_shuffle", lambda x, s: shuffles.append(s) or shuffle(x, s))
     height, width = size
     config = choose_network(height, width, 3, 2.0 * height * width)
     assert config.shuffle == 2
@@ -158,10 +166,12 @@ def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size):
     losses, grads = [], []
     for loss_of in (lambda: image_mse(net(noise), target), lambda: objective(net, target)(None, noise)):
         net.zero_grad(set_to_none=True)
+        shuffles.clear()
         loss = loss_of()
         loss.backward()
         losses.append(loss.item())
         grads.append([p.grad.clone() for p in net.parameters()])
+    assert shuffles == ([] if packs else [2])
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
     for plain, packed in zip(*grads, strict=True):
         assert torch.equal(plain, packed)
@@ -173,6 +183,10 @@ def test_the_objective_keeps_a_restorations_own_loss():
     net = Generator(config).load(reference_weights(config, 0))
     noise = fixed_input(config, 0, 32, 32)
     seen = []
-    loss_fn = lambda output, target: seen.append(output.shape) or (output - target).abs().mean()
+
+    def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(output.shape)
+        return (output - target).abs().mean()
+
     objective(net, torch.zeros(1, 3, 32, 32), loss_fn)(None, noise)
     assert seen == [torch.Size([1, 3, 32, 32])]

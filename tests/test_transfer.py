@@ -290,6 +290,7 @@ def test_warm_started_frames_cost_fewer_bits(sequence):
 
 def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence):
     from dipcodec.container import unpack
+    from dipcodec.encoder import GRID_DB_PER_OCTAVE
     from dipcodec.transfer.warmstart import WARM_GRID_COARSENINGS, warm_grids
 
     frames, data, _ = sequence
@@ -302,7 +303,10 @@ def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence):
     assert still[1].step_codes == warm_grids(still[0].step_codes)[-1]
     np.testing.assert_array_equal(dipcodec.decode_sequence(data_still)[1], still[1].pixels)
     assert len(still[1].data) < 0.6 * len(still[0].data)
-    assert psnr(frames[0], still[1].pixels) > psnr(frames[0], still[0].pixels) - 0.5
+    # What it gives up against its key frame is worth the bytes it saves, at the encoder's own price.
+    saved_octaves = np.log2(len(still[0].data) / len(still[1].data))
+    lost_db = psnr(frames[0], still[0].pixels) - psnr(frames[0], still[1].pixels)
+    assert lost_db < GRID_DB_PER_OCTAVE * saved_octaves
     # The moving card of the fixture changes a lot for its 32x32 pixels: the frame after the key
     # frame keeps the key frame's grid (8x coarser steps would cost it about 5 dB).
     moved = unpack(unpack_sequence(data).frames[1])

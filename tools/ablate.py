@@ -8,8 +8,10 @@ layout and learning rates, and print the decoded and float PSNR, the rate and th
 
 ``--like PRESET`` fits exactly as ``encode --preset PRESET`` does (its iterations, stretched for the
 network as the encoder stretches them, its base and its Adam settings), changing only the options
-given. Without it the fit runs ITERATIONS float iterations from the seed with the options' settings;
-rows measured before 2026-11-23 ran with Adam's beta2 at 0.999 (``--adam-beta2 0.999``).
+given: ITERATIONS replaces its float iterations, and a named ``--network`` starts from the seed (the
+shipped bases are the encoder's networks). Without it the fit runs ITERATIONS float iterations and
+max(ITERATIONS / 8, 50) quantization-aware ones from the seed; rows measured before 2026-11-23 ran
+with Adam's beta2 at 0.999 (``--adam-beta2 0.999``).
 
 Layouts (all 1x1 convolutions unless named otherwise; widths chosen for ~BITS bits per weight):
   default   what the encoder picks now (choose_network)
@@ -37,6 +39,8 @@ from dipcodec.images import read_image
 from dipcodec.network import NetworkConfig
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+ADAM_BETA2 = encoder.PRESETS["fast"].adam_beta2
+"""Adam's beta2 without ``--like``: the one ``fast`` and ``default`` fit with."""
 
 
 def layout(name: str, input_fraction: int, channels: int, k: int, activation: str = "relu",
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("image", help="Kodak image name, e.g. kodim05")
     p.add_argument("bpp", type=float)
     p.add_argument("iterations", type=int, nargs="?", help="float iterations (required without --like)")
-    p.add_argument("--like", choices=tuple(encoder.PRESETS), help="fit as this preset does, but for the options given")
+    p.add_argument("--like", choices=tuple(encoder.PRESETS),
+                   help="fit as this preset does, but for the options given")
     p.add_argument("--network", default="default", choices=("default", "shuffle4", "taper", "taper2", "k3", "six", "nearest"))
     p.add_argument("--activation", default="relu", choices=("relu", "sine"))
     p.add_argument("--upsample", default="bilinear", choices=("bilinear", "bicubic"),
@@ -70,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bits-per-weight", type=float, default=encoder.BITS_PER_WEIGHT,
                    help="sizes the network for the budget (default: the encoder's, %(default)s)")
     p.add_argument("--lr", type=float, help="float learning rate (default: the preset's, else 0.02)")
-    p.add_argument("--qat-lr", type=float, help="quantization-aware learning rate (default: the preset's, else 0.0005)")
+    p.add_argument("--qat-lr", type=float,
+                   help="quantization-aware learning rate (default: the preset's, else 0.0005)")
     p.add_argument("--adam-beta2", type=float,
-                   help=f"Adam's second-moment decay (default: the preset's, else {encoder.PRESETS['fast'].adam_beta2:g}, "
-                        f"the fast and default presets'; {DEFAULT_BETA2:g} before 2026-11-23)")
+                   help=f"Adam's second-moment decay (default: the preset's, else {ADAM_BETA2:g}, the fast and "
+                        f"default presets'; {DEFAULT_BETA2:g} before 2026-11-23)")
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
@@ -94,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                                              ("adam_beta2", args.adam_beta2)) if value is not None}
     if args.like:
         if args.iterations is not None:
-            given.update(iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50), sized_for_cost=None)
+            given.update(iterations=args.iterations, sized_for_cost=None)
         schedule = dataclasses.replace(encoder.PRESETS[args.like], **given)
-        base = encoder.resolve_base("auto", args.like)
+        base = encoder.resolve_base("auto", args.like) if args.network == "default" else "none"
     elif args.iterations is None:
         p.error("give ITERATIONS or --like PRESET")
     else:
         schedule = FitSchedule(**{"learning_rate": 0.02, "qat_learning_rate": 0.0005,
-                                  "adam_beta2": encoder.PRESETS["fast"].adam_beta2, **given},
+                                  "adam_beta2": ADAM_BETA2, **given},
                                iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50))
         base = "none"
     encoder.PRESETS["ablation"] = schedule
@@ -110,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base=base, device=args.device)
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
-    layout_name = args.network if args.network == "default" else f"{args.network} {args.upsample} 1/{args.input_fraction}"
-    print(f"{args.image} {layout_name} bpp={details['bpp']:.4f} "
+    layout = args.network if args.network == "default" else f"{args.network} {args.upsample} 1/{args.input_fraction}"
+    print(f"{args.image} {layout} bpp={details['bpp']:.4f} "
           f"psnr={result.psnr:.2f} float={result.float_psnr:.2f} lr={schedule.learning_rate:g} "
-          f"beta2={schedule.adam_beta2:g} it={args.like or args.iterations} base={base} "
+          f"beta2={schedule.adam_beta2:g} it={args.iterations or args.like} base={base} "
           f"params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0

@@ -15,6 +15,9 @@ with a star (and ``"extrapolated": true`` in the JSON).
 
     python tools/bench_seq.py --clips camel,dog --frames 8 --quality 75 --rd-qualities 40,55 --preset fast \
         --json docs/results/seq.json
+
+``--average`` and ``--warm-beta2`` (the warm fits' Adam beta2, ``warmstart.WARM_BETA2``) take lists:
+every combination codes the clip once more as a sequence, against the same independent frames.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dipcodec.encoder import encode_detailed
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.run import provenance
 from dipcodec.images import read_image
+from dipcodec.transfer import warmstart
 from dipcodec.transfer.warmstart import encode_sequence
 
 SEQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seq"
@@ -75,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rd-qualities", default="",
                    help="more qualities to code each later frame at alone, for bits at equal PSNR (e.g. 40,55)")
     p.add_argument("--average", default="1", help="averaging windows to compare, comma-separated (e.g. 1,2,4)")
+    p.add_argument("--warm-beta2", default="",
+                   help="Adam beta2 values of the warm-started fits to compare, comma-separated (default: "
+                        "warmstart.WARM_BETA2 alone)")
     p.add_argument("--seq", type=Path, default=SEQ)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -97,16 +104,24 @@ def main(argv: list[str] | None = None) -> int:
                     other = encode_detailed(frame, quality=quality, preset=args.preset, base=args.base)
                     rows[-1]["curve"].append([len(other.data), psnr(frame, other.pixels)])
         sizes = {}
-        for average in [int(a) for a in args.average.split(",")]:
+        betas = [float(b) for b in args.warm_beta2.split(",") if b] or [warmstart.WARM_BETA2]
+        shipped_beta2 = warmstart.WARM_BETA2
+        for average, beta2 in [(int(a), b) for a in args.average.split(",") for b in betas]:
             counter, warm = Counter(), f"warm-average{average}" if average > 1 else "warm"
+            if beta2 != shipped_beta2:
+                warm += f"-beta2-{beta2:g}"
+            warmstart.WARM_BETA2 = beta2
 
             def on_frame(index: int, result, seconds: float) -> None:
                 rows[index][warm] = {"bytes": len(result.data), "psnr": psnr(frames[index], result.pixels),
                                      "iterations": counter.calls, "seconds": seconds}
                 counter.calls = 0
 
-            data = encode_sequence(frames, quality=args.quality, preset=args.preset, average=average,
-                                   base=args.base, progress=counter, on_frame=on_frame)
+            try:
+                data = encode_sequence(frames, quality=args.quality, preset=args.preset, average=average,
+                                       base=args.base, progress=counter, on_frame=on_frame)
+            finally:
+                warmstart.WARM_BETA2 = shipped_beta2
             sizes[warm] = len(data)
             print(f"\n{clip}, {warm}: {len(frames)} frames, sequence file {len(data)} bytes, "
                   f"independent files {sum(r['independent']['bytes'] for r in rows)} bytes")

@@ -10,8 +10,9 @@ the preset's iteration count, which this also prints (cheaper networks get more:
 it on a quiet machine; the timings of a busy one mean little.
 
 ``--compare-loss`` also times the loss the fit used before ``fit.objective`` (on the pixel-shuffled
-image), one iteration of each in turn on the same input, and prints the median of the paired ratios:
-on a machine whose speed drifts, alternating is what makes the two comparable.
+image), one iteration of each in turn (which goes first alternates) on the same input, and prints
+the median of the paired ratios: on a machine whose speed drifts, alternating is what makes the two
+comparable.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import statistics
 import sys
 import time
+from typing import Literal
 
 import torch
 
@@ -29,15 +31,20 @@ from dipcodec.fit import image_mse, objective
 from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
 
 
+LossKind = Literal["objective", "shuffled"]
+
+
 @full_float32()  # as the encoder's fit runs
 def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
-                 losses: tuple[str, ...] = ("objective",)) -> tuple[NetworkConfig, dict[str, list[float]]]:
+                 losses: tuple[LossKind, ...] = ("objective",)) -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
     plain MSE of the shuffled image) the milliseconds of each timed iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
+    if not set(losses) <= {"objective", "shuffled"}:
+        raise ValueError(f"unknown loss in {losses}")
     runs = []
     for name in losses:
         net = Generator(config).load(reference_weights(config, 0)).to(dev)
@@ -46,7 +53,8 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
         runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02)))
     times: dict[str, list[float]] = {name: [] for name in losses}
     for i in range(3 + repeats):
-        for name, (net, loss_of, opt) in zip(losses, runs):
+        order = list(zip(losses, runs))
+        for name, (net, loss_of, opt) in order if i % 2 == 0 else order[::-1]:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

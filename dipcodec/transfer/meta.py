@@ -2,8 +2,9 @@
 
 Each outer step fits a few copies of the current base (``tasks_per_step``) for a few iterations,
 each to a random crop of a random training image from the fixed input of a random seed, and moves
-the base a step towards the mean of their fitted weights. The result is a start from which short fits go far: what the encoder needs. Random seeds
-make the base independent of any one fixed input, so it serves every seed and image size.
+the base a step towards the mean of their fitted weights. The result is a start from which short
+fits go far: what the encoder needs. Random seeds make the base independent of any one fixed input,
+so it serves every seed and image size.
 """
 
 from __future__ import annotations
