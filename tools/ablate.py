@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base=base, device=args.device)
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
-    layout = args.network if args.network == "default" else f"{args.network} {args.upsample} 1/{args.input_fraction}"
-    print(f"{args.image} {layout} bpp={details['bpp']:.4f} "
+    network = args.network if args.network == "default" else f"{args.network} {args.upsample} 1/{args.input_fraction}"
+    print(f"{args.image} {network} bpp={details['bpp']:.4f} "
           f"psnr={result.psnr:.2f} float={result.float_psnr:.2f} lr={schedule.learning_rate:g} "
           f"beta2={schedule.adam_beta2:g} it={args.iterations or args.like} base={base} "
           f"params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
