@@ -146,18 +146,16 @@ def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Te
     """
     params = [p.detach() for p in net.parameters()]
     device = params[0].device
-    # The shuffled image's loss, as the quantization grid was always measured: a difference of two
-    # near-equal losses is sensitive to their summation order, and one forward pass per tensor
-    # gains nothing from the packed loss.
-    loss_of = lambda weights, net_input: image_mse(net(net_input, weights), target)
+    # The shuffled image's loss, not ``objective``'s: a difference of two near-equal losses depends
+    # on their summation order, and one forward pass per tensor gains nothing from the packed loss.
     with torch.no_grad():
-        base = loss_of(None, noise).item()
+        base = image_mse(net(noise), target).item()
         out = []
         for i, (p, ref, code) in enumerate(zip(params, reference, step_codes, strict=True)):
             step = float(step_from_code(code))
             r = torch.from_numpy(ref).to(device)
             rounded = params[:i] + [r + torch.round((p - r) / step) * step] + params[i + 1 :]
-            added = loss_of(rounded, noise).item() - base
+            added = image_mse(net(noise, rounded), target).item() - base
             # Rounding can help by chance: floor the estimate at a small share of the error.
             out.append(max(added, 1e-4 * base) / (p.numel() * step * step))
     return out
