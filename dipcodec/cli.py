@@ -9,6 +9,7 @@ Errors and warnings are one line on stderr; set ``DIPCODEC_DEBUG=1`` for a trace
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--steps", type=int, default=200, help="outer (Reptile) steps (default %(default)s)")
     tb.add_argument("--inner", type=int, default=32, help="iterations of each inner fit (default %(default)s)")
     tb.add_argument("--tasks", type=int, default=4, help="inner fits per outer step (default %(default)s)")
+    tb.add_argument("--inner-beta2", type=float, metavar="B",
+                    help="Adam's beta2 in the inner fits (default: MetaSchedule's, 0.999)")
     tb.add_argument("--crop", type=int, default=192, help="side of the training crops (default %(default)s)")
     tb.add_argument("--grayscale", action="store_true", help="train for grayscale images")
     tb.add_argument("--resume", action="store_true", help="continue from FILE.partial, the checkpoint of a broken run")
@@ -309,6 +312,8 @@ def _train_base(args: argparse.Namespace) -> None:
         raise InputError(f"{out}: folder {out.parent} does not exist")
     if not 4 <= args.arch <= 192 or min(args.steps, args.inner, args.tasks) < 1 or args.crop < 64:
         raise InputError("--arch must be 4 to 192, --steps, --inner and --tasks positive, --crop 64 or more")
+    if args.inner_beta2 is not None and not 0 <= args.inner_beta2 < 1:
+        raise InputError("--inner-beta2 must be in [0, 1)")
     suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
     paths = sorted(p for p in source.iterdir() if p.suffix.lower() in suffixes)
     if not paths:
@@ -322,6 +327,8 @@ def _train_base(args: argparse.Namespace) -> None:
     if checkpoint.exists() and not args.resume:
         raise InputError(f"{checkpoint} holds a broken run: continue it with --resume, or remove it")
     schedule = MetaSchedule(steps=args.steps, inner_iterations=args.inner, tasks_per_step=args.tasks, crop=args.crop)
+    if args.inner_beta2 is not None:
+        schedule = dataclasses.replace(schedule, inner_adam_beta2=args.inner_beta2)
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -121,6 +121,13 @@ def test_training_moves_the_weights_and_is_deterministic(tiny_base):
     assert again.id == tiny_base.id
 
 
+def test_training_fits_with_the_inner_optimizer_it_is_given(tiny_base):
+    other = train_base(training_images(), standard_network(8), dataclasses.replace(TINY_META, inner_adam_beta2=0.5),
+                       seed=3)
+    assert other.id != tiny_base.id
+    assert other.info["settings"]["schedule"]["inner_adam_beta2"] == 0.5
+
+
 def test_training_resumes_from_its_checkpoint(tiny_base, tmp_path, monkeypatch):
     monkeypatch.setattr(meta, "CHECKPOINT_EVERY", 2)
     checkpoint = tmp_path / "b.dipbase.partial"
@@ -435,8 +442,9 @@ def test_cli_train_base_then_encode_and_decode_with_it(tmp_path, capsys):
     assert not (tmp_path / "b.dipbase.partial").exists()
     relu = tmp_path / "r.dipbase"
     code, _, err = run(capsys, "train-base", tmp_path / "train", "-o", relu, "--arch", "8", "--steps", "1",
-                       "--inner", "1", "--crop", "64", "--for", "restore", "--quiet")
+                       "--inner", "1", "--crop", "64", "--for", "restore", "--inner-beta2", "0.9", "--quiet")
     assert code == 0, err
+    assert load_base(relu).info["settings"]["schedule"]["inner_adam_beta2"] == 0.9
     assert load_base(relu).network == standard_network(8, purpose="restore")
     assert load_base(relu).network.activation == "relu"
     code, text, _ = run(capsys, "info", base)
@@ -450,6 +458,8 @@ def test_cli_train_base_then_encode_and_decode_with_it(tmp_path, capsys):
     assert not (tmp_path / "out.png").exists()
     code, _, err = run(capsys, "decode", tmp_path / "img.dip", tmp_path / "out.png", "--base", base)
     assert code == 0, err
+    code, _, err = run(capsys, "train-base", tmp_path / "train", "-o", tmp_path / "x.dipbase", "--inner-beta2", "1")
+    assert code == 2 and "--inner-beta2" in one_error_line(err)
     (tmp_path / "b.dipbase.partial").write_bytes(b"junk")
     code, _, err = run(capsys, "train-base", tmp_path / "train", "-o", base, "--force", "--steps", "3")
     assert code == 2 and "--resume" in one_error_line(err)

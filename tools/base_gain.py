@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dipcodec.encoder import FittedNetwork, Start
-from dipcodec.evaluation.run import parse_images
+from dipcodec.encoder import PRESETS, FittedNetwork, Start
+from dipcodec.evaluation.run import parse_images, provenance
 from dipcodec.fit import FitSchedule
 from dipcodec.images import read_image
 from dipcodec.network import reference_weights
@@ -43,13 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", default="kodak6", help="'kodak6', 'all', or comma-separated names")
     p.add_argument("--iterations", type=int, default=2200)
     p.add_argument("--lr", type=float, default=0.02, help="learning rate of both runs")
+    p.add_argument("--adam-beta2", type=float, default=PRESETS["fast"].adam_beta2,
+                   help="Adam's beta2 in both runs (default: the fast preset's, %(default)s; the figures "
+                        "before 2026-11-23 used 0.999)")
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--json", type=Path, help="write per-image curves and results here")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     base = load_base(args.base)
     names = [f"kodim{i:02d}" for i in range(1, 25)] if args.images == "all" else parse_images(args.images)
-    schedule = FitSchedule(iterations=args.iterations, qat_iterations=0, learning_rate=args.lr)
+    schedule = FitSchedule(iterations=args.iterations, qat_iterations=0, learning_rate=args.lr,
+                           adam_beta2=args.adam_beta2)
     rows = []
     print("| image | seed: best PSNR | base: PSNR at the same iteration | base reaches seed's best at | ratio |")
     print("|---|---|---|---|---|")
@@ -73,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median ratio {np.median(ratios):.3f} (iterations from the base / iterations from the seed; "
           f"'never' counted as 1)")
     if args.json:
-        args.json.write_text(json.dumps({"base": base.name, "network": list(base.network.channels),
-                                         "iterations": args.iterations, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps(provenance(sys.argv) | {"base": base.name, "network": list(base.network.channels),
+                                         "iterations": args.iterations, "adam_beta2": args.adam_beta2,
+                                         "rows": rows}, indent=1))
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..fit import FitSchedule, fit
+from ..fit import DEFAULT_BETA2, FitSchedule, fit
 from ..network import Generator, NetworkConfig, NetworkPurpose, fixed_input, reference_weights
 from .basefile import BaseModel, load_base, save_base
 
@@ -39,6 +39,8 @@ class MetaSchedule:
     steps: int = 200
     inner_iterations: int = 32
     inner_learning_rate: float = 0.02
+    inner_adam_beta2: float = DEFAULT_BETA2
+    """Adam's beta2 in the inner fits: Reptile learns a start for the optimizer it is given."""
     outer_step_start: float = 0.3
     outer_step_end: float = 0.03
     """The outer (Reptile) step size, linearly annealed from start to end."""
@@ -92,7 +94,7 @@ def train_base(images: Sequence[np.ndarray], network: NetworkConfig, schedule: M
         weights, first = [torch.from_numpy(w.copy()) for w in saved.weights], int(saved.info["step"])
     net = Generator(network).to(dev)
     inner = FitSchedule(iterations=schedule.inner_iterations, qat_iterations=0,
-                        learning_rate=schedule.inner_learning_rate)
+                        learning_rate=schedule.inner_learning_rate, adam_beta2=schedule.inner_adam_beta2)
     psnr = math.nan
     for step in range(first, schedule.steps):
         rng = np.random.default_rng([seed, step])
