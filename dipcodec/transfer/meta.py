@@ -40,7 +40,8 @@ class MetaSchedule:
     inner_iterations: int = 32
     inner_learning_rate: float = 0.02
     inner_adam_beta2: float = DEFAULT_BETA2
-    """Adam's beta2 in the inner fits: Reptile learns a start for the optimizer it is given."""
+    """Adam's beta2 in the inner fits. PyTorch's 0.999 although ``fast`` fits with 0.95: a width-67 base
+    learned with 0.95 saved fewer iterations even in fits at 0.95 (BENCHMARKS.md, "Base models")."""
     outer_step_start: float = 0.3
     outer_step_end: float = 0.03
     """The outer (Reptile) step size, linearly annealed from start to end."""
