@@ -16,8 +16,11 @@ with a star (and ``"extrapolated": true`` in the JSON).
     python tools/bench_seq.py --clips camel,dog --frames 8 --quality 75 --rd-qualities 40,55 --preset fast \
         --json docs/results/seq.json
 
-``--average`` and ``--warm-beta2`` (the warm fits' Adam beta2, ``warmstart.WARM_BETA2``) take lists:
-every combination codes the clip once more as a sequence, against the same independent frames.
+``--average``, ``--warm-beta2`` and ``--warm-lr`` (the warm fits' Adam beta2 and learning rate,
+``warmstart.WARM_BETA2`` and ``WARM_LEARNING_RATE``) take lists: every combination codes the clip once
+more as a sequence, against the same independent frames. ``--independent`` takes those frames and
+their curves from an earlier run's JSON (same frames, quality, preset and base) instead of coding
+them again: a warm-side comparison then costs minutes, not half an hour a clip.
 """
 
 from __future__ import annotations
@@ -67,6 +70,23 @@ def bytes_at_psnr(curve: list[tuple[int, float]], target: float) -> tuple[float,
     return float(np.exp(np.log(low[0]) + share * (np.log(high[0]) - np.log(low[0])))), not inside
 
 
+def code_alone(frames: list[np.ndarray], quality: float, preset: str, base: str,
+               rd_qualities: list[float]) -> list[dict]:
+    """Each frame coded on its own; each later frame also at ``rd_qualities``, for its curve."""
+    rows: list[dict] = []
+    for frame in frames:
+        counter, t0 = Counter(), time.perf_counter()
+        result = encode_detailed(frame, quality=quality, preset=preset, base=base, progress=counter)
+        rows.append({"independent": {"bytes": len(result.data), "psnr": psnr(frame, result.pixels),
+                                     "iterations": counter.calls, "seconds": time.perf_counter() - t0}})
+        if len(rows) > 1:  # the key frame is coded alone either way
+            rows[-1]["curve"] = [[rows[-1]["independent"]["bytes"], rows[-1]["independent"]["psnr"]]]
+            for other_quality in rd_qualities:
+                other = encode_detailed(frame, quality=other_quality, preset=preset, base=base)
+                rows[-1]["curve"].append([len(other.data), psnr(frame, other.pixels)])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", default="camel,dog")
@@ -82,35 +102,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-beta2", default="",
                    help="Adam beta2 values of the warm-started fits to compare, comma-separated (default: "
                         "warmstart.WARM_BETA2 alone)")
+    p.add_argument("--warm-lr", default="",
+                   help="learning rates of the warm-started fits to compare, comma-separated (default: "
+                        "warmstart.WARM_LEARNING_RATE alone)")
+    p.add_argument("--independent", type=Path, metavar="JSON",
+                   help="an earlier run's JSON whose frames coded alone (and curves) to reuse")
     p.add_argument("--seq", type=Path, default=SEQ)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    earlier = json.loads(args.independent.read_text())["clips"] if args.independent else None
     torch.set_num_threads(2)
     rd_qualities = [float(q) for q in args.rd_qualities.split(",") if q]
     report = provenance(sys.argv) | {"base": args.base, "clips": {}}
+    if args.independent:
+        report["independent_from"] = str(args.independent)
     for clip in args.clips.split(","):
         paths = sorted((args.seq / clip / "clean").glob("*.png"))[: args.frames]
         frames = [read_image(f) for f in paths]
-        rows = []
-        for frame in frames:
-            counter, t0 = Counter(), time.perf_counter()
-            result = encode_detailed(frame, quality=args.quality, preset=args.preset, base=args.base,
-                                     progress=counter)
-            rows.append({"independent": {"bytes": len(result.data), "psnr": psnr(frame, result.pixels),
-                                         "iterations": counter.calls, "seconds": time.perf_counter() - t0}})
-            if len(rows) > 1:  # the key frame is coded alone either way
-                rows[-1]["curve"] = [[rows[-1]["independent"]["bytes"], rows[-1]["independent"]["psnr"]]]
-                for quality in rd_qualities:
-                    other = encode_detailed(frame, quality=quality, preset=args.preset, base=args.base)
-                    rows[-1]["curve"].append([len(other.data), psnr(frame, other.pixels)])
+        if earlier is None:
+            rows = code_alone(frames, args.quality, args.preset, args.base, rd_qualities)
+        elif clip in earlier and len(earlier[clip]["frames"]) >= len(frames):
+            rows = [{k: v for k, v in r.items() if k in ("independent", "curve")}
+                    for r in earlier[clip]["frames"][: len(frames)]]
+        else:
+            raise SystemExit(f"{args.independent} holds no {len(frames)} frames of {clip}")
         sizes = {}
         betas = [float(b) for b in args.warm_beta2.split(",") if b] or [warmstart.WARM_BETA2]
-        shipped_beta2 = warmstart.WARM_BETA2
-        for average, beta2 in [(int(a), b) for a in args.average.split(",") for b in betas]:
+        rates = [float(r) for r in args.warm_lr.split(",") if r] or [warmstart.WARM_LEARNING_RATE]
+        shipped_beta2, shipped_rate = warmstart.WARM_BETA2, warmstart.WARM_LEARNING_RATE
+        for average, beta2, rate in [(int(a), b, r) for a in args.average.split(",") for b in betas for r in rates]:
             counter, warm = Counter(), f"warm-average{average}" if average > 1 else "warm"
             if beta2 != shipped_beta2:
                 warm += f"-beta2-{beta2:g}"
-            warmstart.WARM_BETA2 = beta2
+            if rate != shipped_rate:
+                warm += f"-lr-{rate:g}"
+            warmstart.WARM_BETA2, warmstart.WARM_LEARNING_RATE = beta2, rate
 
             def on_frame(index: int, result, seconds: float) -> None:
                 rows[index][warm] = {"bytes": len(result.data), "psnr": psnr(frames[index], result.pixels),
@@ -121,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = encode_sequence(frames, quality=args.quality, preset=args.preset, average=average,
                                        base=args.base, progress=counter, on_frame=on_frame)
             finally:
-                warmstart.WARM_BETA2 = shipped_beta2
+                warmstart.WARM_BETA2, warmstart.WARM_LEARNING_RATE = shipped_beta2, shipped_rate
             sizes[warm] = len(data)
             print(f"\n{clip}, {warm}: {len(frames)} frames, sequence file {len(data)} bytes, "
                   f"independent files {sum(r['independent']['bytes'] for r in rows)} bytes")
