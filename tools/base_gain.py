@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median ratio {np.median(ratios):.3f} (iterations from the base / iterations from the seed; "
           f"'never' counted as 1)")
     if args.json:
-        args.json.write_text(json.dumps(provenance(sys.argv) | {"base": base.name, "network": list(base.network.channels),
-                                         "iterations": args.iterations, "adam_beta2": args.adam_beta2,
-                                         "rows": rows}, indent=1))
+        record = provenance(sys.argv) | {"base": base.name, "network": list(base.network.channels),
+                                         "iterations": args.iterations, "adam_beta2": args.adam_beta2, "rows": rows}
+        args.json.write_text(json.dumps(record, indent=1))
     return 0
 
 

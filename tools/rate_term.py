@@ -58,7 +58,9 @@ BitsOf = Callable[[list[torch.Tensor], list[torch.Tensor]], torch.Tensor]
 
 
 def fit_with_rate_term(bits_of: BitsOf, kappa: float, operating_bits: float) -> Callable[..., float]:
-    """``fit`` (float phase, best iterate by MSE alone) with ``kappa * mse * bits / (R ln 2)`` added."""
+    """``fit`` (float phase) with ``kappa * mse * bits / (R ln 2)`` added. A copy of ``fit.fit``'s loop, not
+    a ``loss_fn`` handed to it: its best iterate and its stopping rule must read the MSE alone, and a
+    ``loss_fn`` would also send the loss through the slower shuffled path of ``fit.objective``."""
 
     def fit(net, noise, target, schedule, progress=None, loss_fn=image_mse) -> float:
         params = list(net.parameters())
