@@ -14,11 +14,12 @@ by ``dipcodec.restore`` and by ``skimage.restoration.inpaint_biharmonic``; PSNR 
 frame inside the true mask (opacity >= 128). sr: Kodak images (a centred crop of ``--crop`` pixels a
 side, 0 for the whole image) brought down 4x with Pillow's LANCZOS, then super-resolved against
 Pillow's bicubic upscale; PSNR on luma (BT.601) with a 4-pixel border cropped. denoise: Kodak
-images (cropped likewise) with seeded Gaussian noise of ``--sigma`` on 0-255; RGB PSNR, beside a
-classic denoiser told the true sigma: scikit-image's non-local means (fast mode, 5x5 patches, 13x13
-search, h = 0.8 sigma; ``--references-only``: it alone, seconds where dipcodec takes minutes, on the
-same noise as a full run's). Every
-mode prints seconds per image (this machine; run nothing else heavy beside it).
+images (cropped likewise) with seeded Gaussian noise of ``--sigma`` on 0-255; RGB PSNR of
+``restore``'s image and of its networks' image before the Wiener refinement, beside two classic
+denoisers told the true sigma: scikit-image's non-local means (fast mode, 5x5 patches, 13x13 search,
+h = 0.8 sigma) and ``sliding_dct_denoise`` (BM3D's two steps without block matching).
+``--references-only``: those alone, seconds where dipcodec takes minutes, on the same noise as a
+full run's. Every mode prints seconds per image (this machine; run nothing else heavy beside it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dipcodec.evaluation.run import load_rgb, parse_images
 from dipcodec.restoration import modes
 from dipcodec.restoration import restore as restore_module
 from dipcodec.restoration.subtitles import subtitle_mask
+from dipcodec.restoration.wiener import sliding_dct_denoise
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -173,11 +175,25 @@ def denoise(args: argparse.Namespace) -> list[dict]:
         start = time.perf_counter()
         row["nlm_psnr"] = psnr(image, _non_local_means(noisy, args.sigma))
         row["nlm_seconds"] = time.perf_counter() - start
-        text = f"non-local means {row['nlm_psnr']:.2f} dB ({row['nlm_seconds']:.1f} s)"
+        start = time.perf_counter()
+        row["dct_psnr"] = psnr(image, sliding_dct_denoise(noisy, args.sigma))
+        row["dct_seconds"] = time.perf_counter() - start
+        text = (f"non-local means {row['nlm_psnr']:.2f} dB ({row['nlm_seconds']:.1f} s), "
+                f"sliding DCT {row['dct_psnr']:.2f} dB ({row['dct_seconds']:.1f} s)")
         if not args.references_only:
-            restored, seconds, iterations = _timed(_restored, noisy, "denoise", args)
+            guides = []  # the networks' image, before restore's Wiener refinement
+            refine = restore_module.wiener_refine
+            restore_module.wiener_refine = lambda noisy, estimate, *a: guides.append(estimate) or refine(
+                noisy, estimate, *a)
+            try:
+                restored, seconds, iterations = _timed(_restored, noisy, "denoise", args)
+            finally:
+                restore_module.wiener_refine = refine
             row |= dict(psnr=psnr(image, restored), seconds=seconds, iterations=iterations)
-            text = (f"{row['psnr']:.2f} dB, {seconds:.0f} s, stopped after {iterations} iterations; " + text)
+            if guides:
+                row["networks_psnr"] = psnr(image, guides[0])
+            text = (f"{row['psnr']:.2f} dB" + (f" (the networks alone {row['networks_psnr']:.2f})" if guides else "")
+                    + f", {seconds:.0f} s, stopped after {iterations} iterations; " + text)
         rows.append(row)
         print(f"{name}: {text} (noisy {row['noisy_psnr']:.2f})", flush=True)
     return rows
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, help="ablation: input jitter of super-resolution and denoising "
                    "(default INPUT_JITTER)")
     p.add_argument("--coded", type=float, metavar="BPP", help="sr, denoise: code a file at this rate and decode it")
-    p.add_argument("--references-only", action="store_true", help="denoise: the classic denoiser alone")
+    p.add_argument("--references-only", action="store_true", help="denoise: the classic denoisers alone")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.coded is not None and args.mode not in ("sr", "denoise"):

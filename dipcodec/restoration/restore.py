@@ -3,7 +3,8 @@
 Nothing is coded, so nothing bounds the network's weights or their number: every mode fits the
 full-size network of super-resolution and denoising (no pixel shuffle) at a fixed width, and beyond
 the ``fast`` preset averages the images of networks fitted from different seeds. Inpainting fits
-only a window around the holes, where what is known says most about what is missing.
+only a window around the holes, where what is known says most about what is missing. Denoising
+ends with a Wiener shrinkage of the noisy image, guided by the networks' image (``wiener``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..fit import FitSchedule
 from ..images import as_array
 from ..network import NetworkConfig, Upsample, reference_weights
 from .downsample import back_project
-from .modes import AVERAGE_DECAY, Restoration, RestorationMode, restoration_for
+from .modes import AVERAGE_DECAY, Restoration, RestorationMode, noise_level, restoration_for
+from .wiener import wiener_refine
 
 __all__ = ["restore", "restore_network", "hole_window", "RESTORE_WIDTH", "RESTORE_UPSAMPLE", "RESTORE_FITS",
            "INPAINT_MARGIN", "INPAINT_JITTER", "INPAINT_ITERATIONS"]
@@ -63,7 +65,8 @@ and 18.04 / 18.89 / 18.55 / 18.50."""
 def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = None, preset: Preset = "default",
             seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> np.ndarray:
     """Inpaint (``mask``: non-zero = missing, or ``"subtitles"``), super-resolve by ``factor`` (default 4),
-    or denoise an image; returns uint8 pixels. Inpainting keeps the known pixels as they were. The
+    or denoise an image; returns uint8 pixels. Inpainting keeps the known pixels as they were;
+    denoising ends with :func:`~.wiener.wiener_refine` of the image by the networks' one. The
     ``default`` and ``best`` presets fit 2 and 3 networks (:data:`RESTORE_FITS`): twice and three
     times the time of one."""
     pixels = as_array(image)
@@ -80,7 +83,10 @@ def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = Non
     schedule = dataclasses.replace(PRESETS[preset], qat_iterations=0)
     fits = RESTORE_FITS[preset]
     if restoration.mask is None:
-        return _averaged_image(pixels, restoration, schedule, seed, fits, device, progress)
+        restored = _averaged_image(pixels, restoration, schedule, seed, fits, device, progress)
+        if mode == "denoise":  # the networks' image guides a Wiener shrinkage of the noisy one
+            restored = wiener_refine(pixels, restored, 255 * noise_level(pixels))
+        return restored
     if not restoration.mask.any():
         return pixels.copy()
     rows, cols = hole_window(restoration.mask, INPAINT_MARGIN)
