@@ -293,11 +293,19 @@ def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, w
     assert coded.input_channels < RESTORE_WIDTH / 2 and coded.upsample == "bicubic"
 
 
-def test_denoising_removes_noise():
+def test_denoising_removes_noise(monkeypatch):
+    from dipcodec.restoration import restore as restore_module
+
     clean = make_image(48, 64)
     noisy = np.clip(np.round(clean + np.random.default_rng(2).normal(0, 25, clean.shape)), 0, 255).astype(np.uint8)
+    guides, refine = [], restore_module.wiener_refine
+    monkeypatch.setattr(restore_module, "wiener_refine",
+                        lambda image, estimate, sigma: guides.append((estimate, sigma)) or refine(image, estimate, sigma))
     restored = dipcodec.restore(noisy, "denoise", preset="fast")
-    assert psnr(clean, restored) > psnr(clean, noisy) + 2.5
+    (networks, sigma), = guides
+    assert psnr(clean, networks) > psnr(clean, noisy) + 2.5
+    # the Wiener step guided by the networks' image, at a noise level restore estimated itself
+    assert 20 < sigma < 30 and psnr(clean, restored) > psnr(clean, networks) + 2
     data = dipcodec.encode(noisy, denoise=True, quality=90, preset="fast")
     assert dipcodec.info(data)["mode"] == "denoise"
     assert psnr(clean, dipcodec.decode(data)) > psnr(clean, noisy) + 2

@@ -14,13 +14,14 @@ by ``dipcodec.restore`` and by ``skimage.restoration.inpaint_biharmonic``; PSNR 
 frame inside the true mask (opacity >= 128). sr: Kodak images (a centred crop of ``--crop`` pixels a
 side, 0 for the whole image) brought down 4x with Pillow's LANCZOS, then super-resolved against
 Pillow's bicubic upscale and that upscale back-projected as ``restore``'s image is; PSNR on luma
-(BT.601) with a 4-pixel border cropped. denoise: Kodak
-images (cropped likewise) with seeded Gaussian noise of ``--sigma`` on 0-255; RGB PSNR of
-``restore``'s image and of its networks' image before the Wiener refinement, beside two classic
-denoisers told the true sigma: scikit-image's non-local means (fast mode, 5x5 patches, 13x13 search,
-h = 0.8 sigma) and ``sliding_dct_denoise`` (BM3D's two steps without block matching).
+(BT.601) with a 4-pixel border cropped. denoise: Kodak images (cropped likewise) with Gaussian noise
+of ``--sigma`` on 0-255, seeded by the image's place in ``--images``; RGB PSNR of ``restore``'s
+image and of its networks' image before the Wiener refinement, beside two classic denoisers told
+the true sigma: scikit-image's non-local means (fast mode, 5x5 patches, 13x13 search, h = 0.8
+sigma) and ``sliding_dct_denoise`` (BM3D's two steps without block matching).
 ``--references-only`` (sr, denoise): the classic references alone, seconds where dipcodec takes
-minutes, on the same inputs as a full run's. Every mode prints seconds per image (this machine; run nothing else heavy beside it).
+minutes, on the same inputs as a full run's. Every mode prints seconds per image (this machine;
+run nothing else heavy beside it).
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ def denoise(args: argparse.Namespace) -> list[dict]:
         if not args.references_only:
             guides = []  # the networks' image, before restore's Wiener refinement
             refine = restore_module.wiener_refine
-            restore_module.wiener_refine = lambda noisy, estimate, *a: guides.append(estimate) or refine(
-                noisy, estimate, *a)
+            restore_module.wiener_refine = lambda pixels, estimate, *rest: guides.append(estimate) or refine(
+                pixels, estimate, *rest)
             try:
                 restored, seconds, iterations = _timed(_restored, noisy, "denoise", args)
             finally:

@@ -14,6 +14,8 @@ the same shrinkage guided by a hard-thresholded first pass instead of a network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.fft import dctn, idctn
@@ -24,22 +26,24 @@ BLOCK = 8
 HARD_THRESHOLD = 2.7
 """The first pass of :func:`sliding_dct_denoise` keeps coefficients above this many sigmas (BM3D's)."""
 REFINE_PASSES = 2
-"""Passes of :func:`wiener_refine`, each guided by the last: the second adds 0.35 dB to a network's
-image on kodak6's crops (BENCHMARKS.md, "Restoration")."""
+"""Passes of :func:`wiener_refine`, each guided by the last: on kodak6's crops the second adds 0.35
+dB to the first's gain over the networks' image, with the true sigma (BENCHMARKS.md, "Restoration")."""
 _OPPONENT = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]]) / np.sqrt([[3], [2], [6]])
-_BAND = 64
-"""Block rows transformed at once: about 25 MB of coefficients for a 768-pixel-wide plane."""
+_BAND_BLOCKS = 49152
+"""Blocks transformed at once (in whole block rows): 25 MB of coefficients an array, whatever the width."""
 
 
 def wiener_refine(noisy: np.ndarray, estimate: np.ndarray, sigma: float, passes: int = REFINE_PASSES) -> np.ndarray:
     """The noisy uint8 image (H x W or H x W x 3) shrunk by the Wiener gains of ``estimate`` (same
     shape, on 0-255), ``passes`` times, each pass guided by the one before; ``sigma`` is the noise's
-    standard deviation on 0-255. Returns uint8. Images under 8 pixels a side, or no noise, return
-    the noisy image's closest answer: the estimate, or the image itself."""
+    standard deviation on 0-255. Returns uint8. With no noise the image is its own answer, and
+    under 8 pixels a side (no whole block) the estimate is."""
+    if np.shape(noisy) != np.shape(estimate):
+        raise ValueError(f"estimate of shape {np.shape(estimate)} for an image of shape {np.shape(noisy)}")
     if sigma <= 0:
-        return noisy.copy()
+        return _as_uint8(noisy)
     if min(noisy.shape[:2]) < BLOCK:
-        return np.clip(np.round(estimate), 0, 255).astype(np.uint8)
+        return _as_uint8(estimate)
     planes, to_rgb = _planes(noisy)
     guides, _ = _planes(estimate)
     for _ in range(passes):
@@ -51,19 +55,22 @@ def sliding_dct_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
     """A classic denoiser in two steps, as BM3D's without block matching: hard thresholding at
     HARD_THRESHOLD sigma in the sliding DCT, then one Wiener pass guided by that. Returns uint8."""
     if sigma <= 0 or min(noisy.shape[:2]) < BLOCK:
-        return noisy.copy()
+        return _as_uint8(noisy)
     planes, to_rgb = _planes(noisy)
     return to_rgb([_shrink(plane, _shrink(plane, None, sigma), sigma) for plane in planes])
 
 
-def _planes(image: np.ndarray):
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def _planes(image: np.ndarray) -> tuple[list[np.ndarray], Callable[[list[np.ndarray]], np.ndarray]]:
     """The image's planes in the filter's colour space, and the way back to uint8 pixels."""
     pixels = np.asarray(image, np.float64)
     if pixels.ndim == 2:
-        return [pixels], lambda planes: np.clip(np.round(planes[0]), 0, 255).astype(np.uint8)
+        return [pixels], lambda planes: _as_uint8(planes[0])
     opponent = pixels @ _OPPONENT.T
-    planes = [opponent[..., c] for c in range(3)]
-    return planes, lambda planes: np.clip(np.round(np.stack(planes, axis=2) @ _OPPONENT), 0, 255).astype(np.uint8)
+    return [opponent[..., c] for c in range(3)], lambda planes: _as_uint8(np.stack(planes, axis=2) @ _OPPONENT)
 
 
 def _shrink(plane: np.ndarray, guide: np.ndarray | None, sigma: float) -> np.ndarray:
@@ -72,8 +79,9 @@ def _shrink(plane: np.ndarray, guide: np.ndarray | None, sigma: float) -> np.nda
     variance its gains let through, as BM3D's aggregation does."""
     total, weight = np.zeros_like(plane), np.zeros_like(plane)
     rows = plane.shape[0] - BLOCK + 1
-    for first in range(0, rows, _BAND):
-        band = slice(first, min(first + _BAND, rows) + BLOCK - 1)
+    band_rows = max(_BAND_BLOCKS // plane.shape[1], 1)
+    for first in range(0, rows, band_rows):
+        band = slice(first, min(first + band_rows, rows) + BLOCK - 1)
         coefficients = _dct_blocks(plane[band])
         if guide is None:
             gain = (np.abs(coefficients) > HARD_THRESHOLD * sigma).astype(np.float64)
