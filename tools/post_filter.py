@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Would a post-filter chosen by the encoder pay for its bytes? A measurement for issue #4, not (yet) in the codec.
+
+    python tools/post_filter.py docs/eval/kodak6-fast [--taps 5] [--precision 8] [--json OUT]
+
+For every dipcodec unit of a ``dipcodec eval`` output folder, the file is decoded and, per colour
+channel, the ``taps`` x ``taps`` linear filter (plus an offset) that brings the decoded image
+closest to the original in the least-squares sense is solved for, as a video codec's adaptive loop
+filter is. The coefficients are rounded to multiples of 2^-precision, and the filtered image is
+rounded to 8 bits, as a decoder would make it. The bytes such a filter would add are counted as a
+file section would hold them: a tag, a length, and each coefficient's difference from the identity
+filter as a zigzag varint (docs/FORMAT.md, section 1). The tool prints each file's PSNR before and
+after, the bytes added, the mean PSNR per target, and the BD-rate against the folder's JPEG curve
+(its quality sweeps read at the targets, as the eval's report reads them) before and after, with
+the bpp counting the added bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+import dipcodec
+from dipcodec.evaluation import psnr
+from dipcodec.evaluation.bdrate import bd_rate
+from dipcodec.evaluation.curves import mean_curve
+from dipcodec.evaluation.run import load_rgb
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _features(plane: np.ndarray, taps: int) -> np.ndarray:
+    """Each pixel's taps x taps neighbourhood (mirrored at the borders) and a 1: pixels x (taps^2 + 1)."""
+    r = taps // 2
+    windows = sliding_window_view(np.pad(plane, r, mode="reflect"), (taps, taps))
+    flat = windows.reshape(plane.size, taps * taps)
+    return np.concatenate([flat, np.ones((plane.size, 1))], axis=1)
+
+
+def filtered(decoded: np.ndarray, original: np.ndarray, taps: int, precision: int) -> tuple[np.ndarray, int]:
+    """The decoded image through each channel's least-squares filter with rounded coefficients, and
+    the bytes those coefficients would take in a file."""
+    identity = np.zeros(taps * taps + 1)
+    identity[taps * taps // 2] = 1
+    out = np.empty(decoded.shape)
+    varint_bytes = 0
+    for c in range(decoded.shape[2]):
+        features = _features(decoded[..., c].astype(np.float64), taps)
+        solved, *_ = np.linalg.lstsq(features, original[..., c].astype(np.float64).ravel(), rcond=None)
+        codes = np.round((solved - identity) * 2**precision).astype(np.int64)
+        varint_bytes += sum(_varint_length(int(2 * v if v >= 0 else -2 * v - 1)) for v in codes)
+        out[..., c] = (features @ (identity + codes / 2**precision)).reshape(decoded.shape[:2])
+    section = 1 + _varint_length(varint_bytes) + varint_bytes  # tag, length, payload
+    return np.clip(np.round(out), 0, 255).astype(np.uint8), section
+
+
+def _varint_length(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path, help="a dipcodec eval output folder (its cache/ and jpeg.json)")
+    p.add_argument("--taps", type=int, default=5, help="filter side, odd (default 5)")
+    p.add_argument("--precision", type=int, default=8, help="coefficient step 2^-P (default 8)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    if args.taps < 1 or args.taps % 2 == 0:
+        p.error("--taps must be odd and positive")
+    units = sorted(args.folder.glob("cache/*/dipcodec-*.json"))
+    if not units:
+        p.error(f"no dipcodec units under {args.folder / 'cache'}")
+    rows = []
+    for path in units:
+        unit = json.loads(path.read_text())
+        original = load_rgb(DATA / "kodak" / f"{unit['image']}.png")
+        decoded = dipcodec.decode(base64.b64decode(unit["file_base64"]))
+        start = time.perf_counter()
+        after, extra = filtered(decoded, original, args.taps, args.precision)
+        row = dict(image=unit["image"], target=unit["target_bpp"], bytes=unit["bytes"], extra_bytes=extra,
+                   psnr=psnr(original, decoded), filtered_psnr=psnr(original, after),
+                   seconds=time.perf_counter() - start)
+        row["bpp"] = 8 * row["bytes"] / original.shape[0] / original.shape[1]
+        row["filtered_bpp"] = 8 * (row["bytes"] + extra) / original.shape[0] / original.shape[1]
+        rows.append(row)
+        print(f"{row['image']} {row['target']} bpp: {row['psnr']:.2f} -> {row['filtered_psnr']:.2f} dB "
+              f"({row['filtered_psnr'] - row['psnr']:+.2f}), +{extra} bytes on {row['bytes']}", flush=True)
+    targets = sorted({r["target"] for r in rows})
+    mean = {k: [float(np.mean([r[k] for r in rows if r["target"] == t])) for t in targets]
+            for k in ("bpp", "psnr", "filtered_bpp", "filtered_psnr")}
+    # JPEG's anchor as the eval report reads it: each image's quality sweep, averaged at the targets
+    sweeps = [json.loads(path.read_text())["points"] for path in sorted(args.folder.glob("cache/*/jpeg-sweep.json"))]
+    jpeg = [float(v) for v in mean_curve([([q["bpp"] for q in s], [q["psnr"] for q in s]) for s in sweeps], targets)]
+    summary = dict(targets=targets, **mean, jpeg_psnr=jpeg,
+                   bd_rate_before=bd_rate(targets, jpeg, mean["bpp"], mean["psnr"]),
+                   bd_rate_after=bd_rate(targets, jpeg, mean["filtered_bpp"], mean["filtered_psnr"]))
+    for i, t in enumerate(targets):
+        print(f"mean at {t} bpp: {mean['psnr'][i]:.2f} -> {mean['filtered_psnr'][i]:.2f} dB, "
+              f"{mean['bpp'][i]:.4f} -> {mean['filtered_bpp'][i]:.4f} bpp")
+    print(f"BD-rate against JPEG: {summary['bd_rate_before']:+.1f}% -> {summary['bd_rate_after']:+.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps(dict(argv=sys.argv[1:], date=time.strftime("%Y-%m-%d"), taps=args.taps,
+                                             precision=args.precision, rows=rows, summary=summary), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
