@@ -55,13 +55,19 @@ def filtered(decoded: np.ndarray, original: np.ndarray, taps: int, precision: in
         features = _features(decoded[..., c].astype(np.float64), taps)
         solved, *_ = np.linalg.lstsq(features, original[..., c].astype(np.float64).ravel(), rcond=None)
         codes = np.round((solved - identity) * 2**precision).astype(np.int64)
-        varint_bytes += sum(_varint_length(int(2 * v if v >= 0 else -2 * v - 1)) for v in codes)
+        varint_bytes += sum(_varint_length(_zigzag(int(v))) for v in codes)
         out[..., c] = (features @ (identity + codes / 2**precision)).reshape(decoded.shape[:2])
     section = 1 + _varint_length(varint_bytes) + varint_bytes  # tag, length, payload
     return np.clip(np.round(out), 0, 255).astype(np.uint8), section
 
 
+def _zigzag(value: int) -> int:
+    """A signed integer as the unsigned one a file stores (docs/FORMAT.md, section 1.2)."""
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
 def _varint_length(value: int) -> int:
+    """Bytes of an unsigned LEB128 varint (docs/FORMAT.md, section 1.1)."""
     return max(1, (value.bit_length() + 6) // 7)
 
 
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     # JPEG's anchor as the eval report reads it: each image's quality sweep, averaged at the targets
     sweeps = [json.loads(path.read_text())["points"] for path in sorted(args.folder.glob("cache/*/jpeg-sweep.json"))]
     jpeg = [float(v) for v in mean_curve([([q["bpp"] for q in s], [q["psnr"] for q in s]) for s in sweeps], targets)]
+    if not all(np.isfinite(jpeg)):
+        p.error("JPEG's sweeps do not reach every target: no BD-rate on this folder")
     summary = dict(targets=targets, **mean, jpeg_psnr=jpeg,
                    bd_rate_before=bd_rate(targets, jpeg, mean["bpp"], mean["psnr"]),
                    bd_rate_after=bd_rate(targets, jpeg, mean["filtered_bpp"], mean["filtered_psnr"]))
