@@ -24,7 +24,7 @@ __all__ = [
     "MAGIC", "VERSION", "READABLE_VERSIONS", "file_version", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE",
     "FILE_UPSAMPLE_MODES", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
-    "varint", "Reader", "framed_body",
+    "varint", "zigzag", "Reader", "framed_body",
 ]
 
 MAGIC = b"DIPC"
@@ -108,7 +108,8 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _zigzag(value: int) -> bytes:
+def zigzag(value: int) -> bytes:
+    """A signed integer as a zigzag varint (FORMAT.md §1.2)."""
     return varint(value * 2 if value >= 0 else -value * 2 - 1)
 
 
@@ -167,7 +168,7 @@ def network_bytes(cfg: NetworkConfig) -> bytes:
 def _table_bytes(codes: tuple[int, ...], models: tuple[TensorModel, ...]) -> bytes:
     raw = bytearray()
     for code, m in zip(codes, models, strict=True):
-        raw += _zigzag(code) + _zigzag(m.scale_code) + _zigzag(m.center) + _zigzag(m.low) + varint(m.high - m.low)
+        raw += zigzag(code) + zigzag(m.scale_code) + zigzag(m.center) + zigzag(m.low) + varint(m.high - m.low)
     packed = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(bytes(raw))
     if len(packed) < len(raw):
         return bytes([_TABLE_ZSTD]) + packed

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import dipcodec
+from dipcodec.container import varint, zigzag
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.bdrate import bd_rate
 from dipcodec.evaluation.curves import mean_curve
@@ -50,25 +51,15 @@ def filtered(decoded: np.ndarray, original: np.ndarray, taps: int, precision: in
     identity = np.zeros(taps * taps + 1)
     identity[taps * taps // 2] = 1
     out = np.empty(decoded.shape)
-    varint_bytes = 0
+    payload = b""
     for c in range(decoded.shape[2]):
         features = _features(decoded[..., c].astype(np.float64), taps)
         solved, *_ = np.linalg.lstsq(features, original[..., c].astype(np.float64).ravel(), rcond=None)
         codes = np.round((solved - identity) * 2**precision).astype(np.int64)
-        varint_bytes += sum(_varint_length(_zigzag(int(v))) for v in codes)
+        payload += b"".join(zigzag(int(v)) for v in codes)
         out[..., c] = (features @ (identity + codes / 2**precision)).reshape(decoded.shape[:2])
-    section = 1 + _varint_length(varint_bytes) + varint_bytes  # tag, length, payload
+    section = 1 + len(varint(len(payload))) + len(payload)  # tag, length, payload
     return np.clip(np.round(out), 0, 255).astype(np.uint8), section
-
-
-def _zigzag(value: int) -> int:
-    """A signed integer as the unsigned one a file stores (docs/FORMAT.md, section 1.2)."""
-    return 2 * value if value >= 0 else -2 * value - 1
-
-
-def _varint_length(value: int) -> int:
-    """Bytes of an unsigned LEB128 varint (docs/FORMAT.md, section 1.1)."""
-    return max(1, (value.bit_length() + 6) // 7)
 
 
 def main(argv: list[str] | None = None) -> int:
