@@ -1,8 +1,9 @@
 """dipcodec: image compression by overfitting a small Deep Image Prior network.
 
 The file holds only the network's quantized, entropy-coded weights (as deltas from a seeded
-initialization, a base model, or in a sequence the frames before); the decoder regenerates the
-fixed input from the seed and runs one forward pass.
+initialization, a base model, or in a sequence the frames before), and since format version 5 a
+small linear post-filter; the decoder regenerates the fixed input from the seed, runs one forward
+pass and applies the filter.
 """
 
 from __future__ import annotations

@@ -423,6 +423,8 @@ def _info(args: argparse.Namespace) -> None:
         f"  network      {len(arch['channels'])} stages of widths {arch['channels']}, kernels {arch['kernel_sizes']}, "
         f"shuffle {arch['shuffle']}, {arch['upsample']} upsampling, {arch['activation']}",
         f"  parameters   {details['parameters']}",
+        "  post-filter  " + (f"{pf['taps']}x{pf['taps']} taps per channel, coefficients in units of 2^-{pf['precision']}"
+                             if (pf := details["post_filter"]) else "none"),
         f"  reference    {details['reference']}" + (f" {details['base_id']}" if details["base_id"] else "")
         + f", seed {details['seed']}",
         "  sections     " + ", ".join(f"{k} {v} B" for k, v in details["section_bytes"].items()),

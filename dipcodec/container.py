@@ -1,9 +1,9 @@
-"""The ``.dip`` file format, version 4 (also reads versions 1 to 3): magic, version, header, tagged sections, CRC32.
+"""The ``.dip`` file format, version 5 (also reads versions 1 to 4): magic, version, header, tagged sections, CRC32.
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
-(16 floats per tensor, 32768 multiply-adds) per pixel of the image it declares, plus padding and
-temporaries of the same order.
+(16 floats per tensor, 32768 multiply-adds; the post-filter's 81 integer multiply-adds a sample)
+per pixel of the image it declares, plus padding and temporaries of the same order.
 """
 
 from __future__ import annotations
@@ -18,27 +18,30 @@ import zstandard
 from .entropy import TensorModel
 from .errors import DecodeError
 from .network import ACTIVATIONS, NetworkConfig, Upsample, decode_cost, padded_size
+from .postfilter import MAX_CODE, PostFilter
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
     "MAGIC", "VERSION", "READABLE_VERSIONS", "file_version", "MIN_SIDE", "MAX_SIDE", "MAX_FILE_BYTES", "MAX_SCALE",
     "FILE_UPSAMPLE_MODES", "MODES", "REFERENCES", "Mode", "Reference",
     "Bitstream", "pack", "unpack", "section_sizes", "check_network_limits", "network_bytes", "parse_network",
-    "varint", "zigzag", "Reader", "framed_body",
+    "varint", "zigzag", "Reader", "framed_body", "post_filter_section",
 ]
 
 MAGIC = b"DIPC"
-VERSION = 4
+VERSION = 5
 """The newest version, which this decoder reads. Version 2 gave modes 2 (super-resolution, with a
 scale byte) and 3 (denoise) their meaning; version 3 added the network description's activation byte
-(sine networks); version 4 the upsampling byte's value 2 (bicubic); everything else is as in version
-1. The encoder writes the oldest version that holds a file (:func:`file_version`), so only a bicubic
-network makes a version-4 file and decoders of version 3 still read every other."""
-READABLE_VERSIONS = (1, 2, 3, 4)
+(sine networks); version 4 the upsampling byte's value 2 (bicubic); version 5 the post-filter
+section ``F``; everything else is as in version 1. The encoder writes the oldest version that holds
+a file (:func:`file_version`), so a file without a post-filter still reads in older decoders."""
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 ACTIVATION_SINCE = 3
 """The first ``.dip`` version whose network description may end with an activation byte."""
 BICUBIC_SINCE = 4
 """The first ``.dip`` version whose network may upsample bicubically."""
+POST_FILTER_SINCE = 5
+"""The first ``.dip`` version that may hold a post-filter section (plain files only)."""
 MIN_SIDE, MAX_SIDE = 8, 4096
 MAX_FILE_BYTES = 64 << 20
 """No valid file comes near this (2**21 weights at 24 bits each is 6 MiB); readers stop here."""
@@ -63,7 +66,7 @@ MODES: tuple[Mode, ...] = ("plain", "inpaint", "super-resolution", "denoise")
 MAX_SCALE = 8
 REFERENCES: tuple[Reference, ...] = ("seed", "base", "previous-frame")
 
-TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS, TAG_BASE = b"N", b"Q", b"W", b"B"
+TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS, TAG_BASE, TAG_FILTER = b"N", b"Q", b"W", b"B", b"F"
 _TABLE_RAW, _TABLE_ZSTD = 0, 1
 
 
@@ -87,6 +90,8 @@ class Bitstream:
     version: int | None = None
     """The format version the file was read from; None for a stream not read from a file (``pack``
     writes :func:`file_version`)."""
+    post_filter: PostFilter | None = None
+    """The filter the decoder applies to the network's 8-bit image (plain files, version 5)."""
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -179,14 +184,25 @@ def _section(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
 
-def file_version(network: NetworkConfig) -> int:
-    """The oldest version that can hold a file of this network: 4 if it upsamples bicubically, else 3."""
+def post_filter_section(post_filter: PostFilter) -> bytes:
+    """Section ``F`` whole: its payload is taps, precision, then every channel's codes as zigzag varints."""
+    codes = b"".join(zigzag(v) for channel in post_filter.codes for v in channel)
+    return _section(TAG_FILTER, bytes([post_filter.taps, post_filter.precision]) + codes)
+
+
+def file_version(network: NetworkConfig, post_filter: PostFilter | None = None) -> int:
+    """The oldest version that can hold a file: 5 with a post-filter, else 4 if the network
+    upsamples bicubically, else 3."""
+    if post_filter is not None:
+        return POST_FILTER_SINCE
     return BICUBIC_SINCE if network.upsample == "bicubic" else ACTIVATION_SINCE
 
 
 def pack(stream: Bitstream) -> bytes:
     """Serialize a bitstream; the result is the whole file."""
-    head = bytearray(MAGIC) + bytes([file_version(stream.network)])
+    if stream.post_filter is not None and stream.mode != "plain":
+        raise ValueError("only plain files hold a post-filter")
+    head = bytearray(MAGIC) + bytes([file_version(stream.network, stream.post_filter)])
     head += varint(stream.width) + varint(stream.height)
     head += bytes([stream.channels, MODES.index(stream.mode), REFERENCES.index(stream.reference)])
     head += varint(stream.seed)
@@ -198,6 +214,8 @@ def pack(stream: Bitstream) -> bytes:
     body += _section(TAG_NETWORK, network_bytes(stream.network))
     body += _section(TAG_TABLE, _table_bytes(stream.step_codes, stream.models))
     body += _section(TAG_WEIGHTS, stream.weights)
+    if stream.post_filter is not None:
+        body += post_filter_section(stream.post_filter)
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
 
 
@@ -288,6 +306,24 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
     return tuple(codes), tuple(models)
 
 
+def _parse_post_filter(payload: bytes, channels: int) -> PostFilter:
+    r = Reader(payload, "post-filter section")
+    taps, precision = r.u8("taps"), r.u8("precision")
+    PostFilter.check_layout(taps, precision)
+    def code() -> int:
+        value = r.zigzag("post-filter coefficient", MAX_CODE)
+        if abs(value) > MAX_CODE:  # the zigzag limit lets -(MAX_CODE + 1) through
+            raise DecodeError(f"post-filter coefficient out of range (magnitude at most {MAX_CODE})")
+        return value
+
+    codes = tuple(tuple(code() for _ in range(taps * taps + 1)) for _ in range(channels))
+    if not r.done():
+        raise DecodeError("post-filter section has trailing bytes")
+    post_filter = PostFilter(taps, precision, codes)
+    post_filter.validate(channels)
+    return post_filter
+
+
 def framed_body(data: bytes, magic: bytes, versions: tuple[int, ...], what: str, *, min_size: int,
                 max_size: int) -> bytes:
     """Check a base model's or sequence's magic, version (one of ``versions``) and CRC32 (the framing
@@ -349,8 +385,9 @@ def _split(data: bytes) -> tuple[dict[bytes, bytes], dict[str, int]]:
     return sections, fields | sizes
 
 
-_SECTION_ORDER = (TAG_BASE, TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS)
-_SECTION_NAMES = {TAG_NETWORK: "network", TAG_TABLE: "quantization", TAG_WEIGHTS: "weights", TAG_BASE: "base"}
+_SECTION_ORDER = (TAG_BASE, TAG_NETWORK, TAG_TABLE, TAG_WEIGHTS, TAG_FILTER)
+_SECTION_NAMES = {TAG_NETWORK: "network", TAG_TABLE: "quantization", TAG_WEIGHTS: "weights", TAG_BASE: "base",
+                  TAG_FILTER: "post_filter"}
 
 
 def unpack(data: bytes) -> Bitstream:
@@ -383,10 +420,17 @@ def unpack(data: bytes) -> Bitstream:
     codes, models = _parse_table(sections[TAG_TABLE], len(network.tensor_shapes()))
     if any(m.low < m.high for m in models) and not sections[TAG_WEIGHTS]:
         raise DecodeError("weight section is empty")
+    post_filter = None
+    if TAG_FILTER in sections:
+        if f["version"] < POST_FILTER_SINCE:
+            raise DecodeError(f"a post-filter section is not defined before version {POST_FILTER_SINCE}")
+        if MODES[f["mode"]] != "plain":
+            raise DecodeError("a post-filter section is defined only for plain files (mode 0)")
+        post_filter = _parse_post_filter(sections[TAG_FILTER], ch)
     return Bitstream(
         width=w, height=h, channels=ch, seed=f["seed"], network=network, step_codes=codes, models=models,
         weights=sections[TAG_WEIGHTS], mode=MODES[f["mode"]], reference=REFERENCES[f["reference"]], base_id=base_id,
-        scale=scale, version=f["version"],
+        scale=scale, version=f["version"], post_filter=post_filter,
     )
 
 

@@ -1,4 +1,5 @@
-"""Decoding: bitstream -> weights -> one forward pass -> pixels. Imports nothing of the fitting code."""
+"""Decoding: bitstream -> weights -> one forward pass -> pixels (-> the file's post-filter, if any).
+Imports nothing of the fitting code."""
 
 from __future__ import annotations
 
@@ -100,9 +101,11 @@ def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full",
 
 def render_stream(stream: Bitstream, weights: list[np.ndarray], device: torch.device,
                   scale: Scale = "full") -> np.ndarray:
-    """A parsed file's image from its decoded weights."""
+    """A parsed file's image from its decoded weights (through the file's post-filter, if it has one)."""
     height, width = stream.output_size
     pixels = render(stream.network, weights, stream.seed, height, width, device)
+    if stream.post_filter is not None:
+        pixels = stream.post_filter.apply(pixels)
     if scale == "native" and stream.scale > 1:
         from .restoration.downsample import downsample
 
@@ -143,6 +146,8 @@ def info(data: bytes) -> dict:
             "activation": cfg.activation,
         },
         "parameters": params,
+        "post_filter": ({"taps": stream.post_filter.taps, "precision": stream.post_filter.precision}
+                        if stream.post_filter else None),
         "section_bytes": section_sizes(data),
         "bits_per_weight": round(8 * len(stream.weights) / params, 4),
         "bpp": round(8 * len(data) / (width * height), 6),

@@ -97,8 +97,14 @@ def test_decode_to_other_formats(capsys, dip_file, tmp_path):
 def test_info(capsys, dip_file):
     code, out, err = run(capsys, "info", dip_file)
     assert code == 0 and err == ""
+    # So small a file leaves no room for a post-filter: version 3.
     assert out.startswith(f"{dip_file}: dipcodec format 3, {dip_file.stat().st_size} bytes")
-    assert "32x24" in out and "parameters" in out and "bpp" in out
+    assert "32x24" in out and "parameters" in out and "bpp" in out and "post-filter  none" in out
+    golden = Path(__file__).parent / "data" / "golden-v5.dip"
+    code, out, err = run(capsys, "info", golden)
+    assert code == 0 and out.startswith(f"{golden}: dipcodec format 5, 1143 bytes")
+    assert "post-filter  5x5 taps per channel, coefficients in units of 2^-8" in out
+    assert "post_filter 112 B" in out
 
 
 def test_info_json(capsys, dip_file):

@@ -127,11 +127,13 @@ def test_smallest_image_roundtrip_and_unreachable_rate_warns():
 
 def test_info_fields(encoded_rgb):
     info = dipcodec.info(encoded_rgb)
-    assert info["format_version"] == 3
+    # The oldest version that holds the file: 5 with a post-filter, 3 for a sine or ReLU network without.
+    assert info["format_version"] == (5 if info["post_filter"] else 3)
     assert (info["width"], info["height"], info["channels"]) == (32, 32, 3)
     assert info["file_bytes"] == len(encoded_rgb)
     assert sum(info["section_bytes"].values()) == len(encoded_rgb)
-    assert set(info["section_bytes"]) == {"header", "network", "quantization", "weights", "crc"}
+    sections = {"header", "network", "quantization", "weights", "crc"}
+    assert set(info["section_bytes"]) == sections | ({"post_filter"} if info["post_filter"] else set())
     assert info["section_bytes"]["crc"] == 4
     assert info["bpp"] == pytest.approx(8 * len(encoded_rgb) / (32 * 32), abs=1e-6)
     assert info["mode"] == "plain" and info["reference"] == "seed" and info["base_id"] is None

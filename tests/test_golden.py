@@ -1,7 +1,7 @@
 """The golden files: every version of dipcodec must decode each of them to its pinned pixels, and no
 mutation of them may crash the decoder. Version 1 is a plain file; version 2 a 2x super-resolution;
 version 3 a plain file of a sine network, at 96x64; version 4 a 2x super-resolution to 96x64 whose
-network upsamples bicubically."""
+network upsamples bicubically; version 5 the plain 96x64 file again, now with a 5x5 post-filter."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import dipcodec
 from dipcodec import DecodeError
 
 DATA = Path(__file__).parent / "data"
-VERSIONS = (1, 2, 3, 4)
-SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96), 4: (64, 96)}
-MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1), 4: ("super-resolution", 2)}
-UPSAMPLE = {1: "bilinear", 2: "bilinear", 3: "bilinear", 4: "bicubic"}
+VERSIONS = (1, 2, 3, 4, 5)
+SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96), 4: (64, 96), 5: (64, 96)}
+MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1), 4: ("super-resolution", 2), 5: ("plain", 1)}
+UPSAMPLE = {1: "bilinear", 2: "bilinear", 3: "bilinear", 4: "bicubic", 5: "bilinear"}
 
 
 def golden_source(version: int) -> np.ndarray:
-    """The image each golden file was coded from, at its decoded size (versions 3 and 4: the test card
+    """The image each golden file was coded from, at its decoded size (versions 3 to 5: the test card
     scaled to 96x64)."""
     card = Image.open(DATA / "golden-source.png")
     return np.asarray(card.resize((96, 64), Image.LANCZOS) if version >= 3 else card).astype(float)
@@ -45,6 +45,14 @@ def test_golden_decodes_to_pinned_pixels(golden, version):
     expected = np.asarray(Image.open(DATA / f"golden-v{version}.png"))
     decoded = dipcodec.decode(golden)
     assert decoded.shape == expected.shape == (*SIZES[version], 3)
+    if version >= 5:
+        # The post-filter is exact integer arithmetic on the network's image, but it spreads a
+        # stray level of that image to its neighbours: the tolerance below is the network's.
+        from dipcodec.container import unpack
+
+        network = np.asarray(Image.open(DATA / f"golden-v{version}-network.png"))
+        assert np.array_equal(unpack(golden).post_filter.apply(network), expected)
+        expected, decoded = network, _without_post_filter(golden)
     # Float convolutions may round differently in another BLAS; allow a stray 1-level flip, nothing more.
     difference = np.abs(decoded.astype(int) - expected.astype(int))
     assert difference.max() <= 1
@@ -62,7 +70,8 @@ def test_golden_info(golden, version):
     assert (details["height"], details["width"], details["channels"]) == (*SIZES[version], 3)
     assert details["seed"] == 7 and details["format_version"] == version
     assert (details["mode"], details["scale"]) == MODES[version]
-    assert details["architecture"]["activation"] == ("sine" if version == 3 else "relu")
+    assert details["architecture"]["activation"] == ("sine" if version in (3, 5) else "relu")
+    assert details["post_filter"] == ({"taps": 5, "precision": 8} if version == 5 else None)
     assert details["architecture"]["upsample"] == UPSAMPLE[version]
     assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
 
@@ -159,6 +168,98 @@ def test_version_1_files_may_not_use_the_modes_of_version_2():
             dipcodec.decode(_with_crc(bytes(body)))
     body[mode_at] = 1  # inpaint was defined in version 1 and decodes like plain
     assert np.array_equal(dipcodec.decode(_with_crc(bytes(body))), dipcodec.decode((DATA / "golden-v1.dip").read_bytes()))
+
+
+# ---------------------------------------------------------------- the post-filter section (version 5)
+
+def _without_post_filter(data: bytes) -> np.ndarray:
+    """A version-5 file's network image: the file without its F section, decoded as version 3."""
+    from dipcodec.container import section_sizes
+
+    body = data[: -4 - section_sizes(data)["post_filter"]]
+    return dipcodec.decode(_with_crc(body[:4] + bytes([3]) + body[5:]))
+
+
+def _golden_v5_parts() -> tuple[bytes, bytes]:
+    """golden-v5.dip's body up to its ``F`` section, and that section's payload."""
+    from dipcodec.container import section_sizes
+
+    data = (DATA / "golden-v5.dip").read_bytes()
+    section = section_sizes(data)["post_filter"]
+    body = data[:-4 - section]
+    assert data[len(body)] == ord("F")
+    return body, data[len(body) + 2 : -4]  # the tag, one length byte (the payload is under 128 bytes)
+
+
+def _f_section(payload: bytes) -> bytes:
+    from dipcodec.container import varint
+
+    return b"F" + varint(len(payload)) + payload
+
+
+def test_golden_v5_post_filter_is_what_lifts_it():
+    """Decoded without its F section (as a version-3 file), golden-v5 is its network's own image;
+    the file's image is exactly that through the filter, and closer to the source."""
+    from dipcodec.container import unpack
+
+    data = (DATA / "golden-v5.dip").read_bytes()
+    with_filter, without = dipcodec.decode(data), _without_post_filter(data)
+    np.testing.assert_array_equal(with_filter, unpack(data).post_filter.apply(without))
+    source = golden_source(5)
+    assert np.mean((with_filter - source) ** 2) < 0.9 * np.mean((without - source) ** 2)
+
+
+@pytest.mark.parametrize("offset, accepted", [(2**24, True), (-(2**24), True), (2**24 + 1, False),
+                                              (-(2**24) - 1, False)])
+def test_post_filter_codes_are_bounded_at_two_to_the_24(offset, accepted):
+    from dipcodec.container import zigzag
+
+    body, payload = _golden_v5_parts()
+    end = len(payload) - 2  # the last varint (the last channel's offset) starts after the last byte
+    while payload[end] & 0x80:  # before it without a continuation bit
+        end -= 1
+    data = _with_crc(body + _f_section(payload[: end + 1] + zigzag(offset)))
+    if accepted:
+        assert dipcodec.decode(data).shape == (64, 96, 3)
+    else:
+        with pytest.raises(DecodeError, match="coefficient out of range"):
+            dipcodec.decode(data)
+
+
+@pytest.mark.parametrize(
+    "forge, reason",
+    [
+        (lambda body, payload: body[:4] + bytes([4]) + body[5:] + _f_section(payload), "not defined before version 5"),
+        (lambda body, payload: body + _f_section(bytes([4]) + payload[1:]), "taps 4 out of range"),
+        (lambda body, payload: body + _f_section(bytes([11]) + payload[1:]), "taps 11 out of range"),
+        (lambda body, payload: body + _f_section(payload[:1] + bytes([17]) + payload[2:]), "precision 17 out of range"),
+        (lambda body, payload: body + _f_section(payload + b"\x00"), "trailing bytes"),
+        (lambda body, payload: body + _f_section(payload[:-1]), "truncated post-filter"),
+        (lambda body, payload: body + _f_section(payload[:-1] + bytes([0x81, 0x80, 0x80, 0x10])), "coefficient out of range"),
+        (lambda body, payload: body + _f_section(payload) + _f_section(payload), "repeated or out of order"),
+    ],
+    ids=["version-4", "even-taps", "wide", "precision", "trailing", "truncated", "huge", "repeated"],
+)
+def test_forged_post_filter_sections_are_rejected(forge, reason):
+    body, payload = _golden_v5_parts()
+    with pytest.raises(DecodeError, match=reason):
+        dipcodec.decode(_with_crc(forge(body, payload)))
+
+
+def test_post_filter_sections_belong_to_plain_files_before_the_crc_only():
+    from dipcodec.container import section_sizes
+
+    body, payload = _golden_v5_parts()
+    mode_at = 5 + 1 + 1 + 1  # magic and version, width 96, height 64, channels: one byte each
+    assert body[mode_at] == 0
+    denoised = body[:mode_at] + bytes([3]) + body[mode_at + 1 :]
+    with pytest.raises(DecodeError, match="only for plain files"):
+        dipcodec.decode(_with_crc(denoised + _f_section(payload)))
+    # F is the last section: it may not come before W.
+    weights = section_sizes((DATA / "golden-v5.dip").read_bytes())["weights"]
+    before_w = body[: len(body) - weights] + _f_section(payload) + body[len(body) - weights :]
+    with pytest.raises(DecodeError, match="repeated or out of order"):
+        dipcodec.decode(_with_crc(before_w))
 
 
 # ---------------------------------------------------------------- the golden sequence and base model

@@ -7,7 +7,10 @@ version. Each version's file exercises what that version added: version 1 a plai
 card, version 2 a 2x super-resolution of the card brought down to half size, version 3 the card
 scaled to 96x64 (large enough for the encoder's sine network, whose narrowing stages also take the
 convolve-first order), version 4 a 2x super-resolution of that 96x64 card brought down to 48x32 (a
-network that upsamples bicubically, at the full-size layout of super-resolution).
+network that upsamples bicubically, at the full-size layout of super-resolution), version 5 the
+96x64 card of version 3 again, whose file now carries a post-filter (the network's own image, the
+decode without the filter, is saved beside it as golden-v5-network.png). Since version 5 the
+version-3 recipe makes a version-5 file, and the script refuses it.
 
 ``--sequence`` writes the golden sequence instead (tests/data/golden-seq-v1.dips, with the small
 base model its key frame is coded from, golden-base-v1.dipbase, and its frames stacked top to
@@ -43,6 +46,18 @@ def golden_image() -> np.ndarray:
 def large_card() -> np.ndarray:
     """The test card scaled to 96x64 by Pillow's Lanczos resize."""
     return np.asarray(Image.fromarray(golden_image()).resize((96, 64), Image.LANCZOS))
+
+
+def network_image(data: bytes) -> np.ndarray:
+    """A file's image before its post-filter: the file without its F section, decoded as version 3."""
+    import struct
+    import zlib
+
+    from dipcodec.container import section_sizes
+
+    body = data[: -4 - section_sizes(data).get("post_filter", 0)]
+    body = body[:4] + bytes([3]) + body[5:]
+    return dipcodec.decode(body + struct.pack("<I", zlib.crc32(body)))
 
 
 def sequence_frames() -> list[np.ndarray]:
@@ -85,7 +100,7 @@ def main() -> int:
     elif VERSION == 2:
         half = np.asarray(Image.fromarray(golden_image()).resize((20, 12), Image.LANCZOS))
         data = dipcodec.encode(half, sr=2, bpp=3.0, preset="fast", seed=7)
-    elif VERSION == 3:
+    elif VERSION in (3, 5):
         data = dipcodec.encode(large_card(), bpp=1.5, preset="fast", seed=7)
     else:
         half = np.asarray(Image.fromarray(large_card()).resize((48, 32), Image.LANCZOS))
@@ -95,6 +110,8 @@ def main() -> int:
         return 1
     target.write_bytes(data)
     Image.fromarray(dipcodec.decode(data)).save(target.with_suffix(".png"))
+    if VERSION >= 5:
+        Image.fromarray(network_image(data)).save(DATA / f"golden-v{VERSION}-network.png")
     if not (DATA / "golden-source.png").exists():
         Image.fromarray(golden_image()).save(DATA / "golden-source.png")
     print(f"wrote {target} ({len(data)} bytes)")

@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
-"""Would a post-filter chosen by the encoder pay for its bytes? A measurement for issue #4, not (yet) in the codec.
+"""What would a post-filter add to files coded without one? For issue #4: measured on eval units.
 
     python tools/post_filter.py docs/eval/kodak6-fast [--taps 5] [--precision 8] [--json OUT]
 
 For every dipcodec unit of a ``dipcodec eval`` output folder, the file is decoded and, per colour
-channel, the ``taps`` x ``taps`` linear filter (plus an offset) that brings the decoded image
-closest to the original in the least-squares sense is solved for, as a video codec's adaptive loop
-filter is. The coefficients are rounded to multiples of 2^-precision, and the filtered image is
-rounded to 8 bits, as a decoder would make it. The bytes such a filter would add are counted as a
-file section would hold them: a tag, a length, and each coefficient's difference from the identity
-filter as a zigzag varint (docs/FORMAT.md, section 1). The tool prints each file's PSNR before and
-after, the bytes added, the mean PSNR per target, and the BD-rate against the folder's JPEG curve
-(its quality sweeps read at the targets, as the eval's report reads them) before and after, with
-the bpp counting the added bytes.
+channel, the ``taps`` x ``taps`` least-squares filter (plus an offset) is fitted to it and applied,
+exactly as the encoder and decoder of format version 5 do (``dipcodec.postfilter``; FORMAT.md §3.5,
+§6.2); its bytes are the ``F`` section's. The tool prints each file's PSNR before and after, the
+bytes added, the mean PSNR per target, and the BD-rate against the folder's JPEG curve (its quality
+sweeps read at the targets, as the eval's report reads them) before and after, with the bpp
+counting the added bytes. On files made since version 5 (which already carry a filter, fitted
+after rate control left room for it) it measures a second filter on top; its use is the units coded
+before, which it upgrades after the fact, without the room rate control would have left.
 """
 
 from __future__ import annotations
@@ -25,41 +24,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 import dipcodec
-from dipcodec.container import varint, zigzag
+from dipcodec.container import post_filter_section
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.bdrate import bd_rate
 from dipcodec.evaluation.curves import mean_curve
 from dipcodec.evaluation.run import load_rgb
+from dipcodec.postfilter import normal_equations, solve_post_filter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _features(plane: np.ndarray, taps: int) -> np.ndarray:
-    """Each pixel's taps x taps neighbourhood (mirrored at the borders) and a 1: pixels x (taps^2 + 1)."""
-    r = taps // 2
-    windows = sliding_window_view(np.pad(plane, r, mode="reflect"), (taps, taps))
-    flat = windows.reshape(plane.size, taps * taps)
-    return np.concatenate([flat, np.ones((plane.size, 1))], axis=1)
-
-
 def filtered(decoded: np.ndarray, original: np.ndarray, taps: int, precision: int) -> tuple[np.ndarray, int]:
-    """The decoded image through each channel's least-squares filter with rounded coefficients, and
-    the bytes those coefficients would take in a file."""
-    identity = np.zeros(taps * taps + 1)
-    identity[taps * taps // 2] = 1
-    out = np.empty(decoded.shape)
-    payload = b""
-    for c in range(decoded.shape[2]):
-        features = _features(decoded[..., c].astype(np.float64), taps)
-        solved, *_ = np.linalg.lstsq(features, original[..., c].astype(np.float64).ravel(), rcond=None)
-        codes = np.round((solved - identity) * 2**precision).astype(np.int64)
-        payload += b"".join(zigzag(int(v)) for v in codes)
-        out[..., c] = (features @ (identity + codes / 2**precision)).reshape(decoded.shape[:2])
-    section = 1 + len(varint(len(payload))) + len(payload)  # tag, length, payload
-    return np.clip(np.round(out), 0, 255).astype(np.uint8), section
+    """The decoded image through the codec's least-squares post-filter, and the bytes of its section."""
+    post_filter = solve_post_filter(normal_equations(decoded, original, taps), taps, taps, precision)
+    return post_filter.apply(decoded), len(post_filter_section(post_filter))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,164 @@
+"""The post-filter: its integer arithmetic as FORMAT.md §6.2 defines it, the encoder's least-squares
+solve, its section in the container, and the encoder's choice of it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import dipcodec
+from dipcodec.container import Bitstream, pack, post_filter_section, unpack
+from dipcodec.encoder import choose_post_filter, encode_detailed
+from dipcodec.errors import DecodeError
+from dipcodec.postfilter import MAX_CODE, PostFilter, normal_equations, solve_post_filter
+
+from conftest import make_image
+
+
+def _by_the_letter(post_filter: PostFilter, pixels: np.ndarray) -> np.ndarray:
+    """FORMAT.md §6.2 in plain Python integers: mirrored neighbours, weights, offset, round half up, clamp."""
+    planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    height, width, channels = planes.shape
+    radius, unit = post_filter.taps // 2, 1 << post_filter.precision
+
+    def mirror(i: int, n: int) -> int:
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    out = np.empty(planes.shape, np.uint8)
+    for c in range(channels):
+        codes = post_filter.codes[c]
+        for y in range(height):
+            for x in range(width):
+                total = codes[-1]
+                for dy in range(-radius, radius + 1):
+                    for dx in range(-radius, radius + 1):
+                        index = (dy + radius) * post_filter.taps + dx + radius
+                        weight = codes[index] + (unit if dy == dx == 0 else 0)
+                        total += weight * int(planes[mirror(y + dy, height), mirror(x + dx, width), c])
+                out[y, x, c] = min(max((total + unit // 2) // unit, 0), 255)
+    return out.reshape(pixels.shape)
+
+
+@pytest.mark.parametrize("taps, precision", [(1, 0), (3, 8), (5, 6), (9, 16)])
+def test_apply_is_the_integer_rule_of_the_format(taps, precision):
+    rng = np.random.default_rng(taps)
+    pixels = rng.integers(0, 256, (11, 13, 3), dtype=np.uint8)
+    spread = 1 << max(precision - 2, 0)
+    codes = tuple(tuple(int(v) for v in rng.integers(-spread, spread + 1, taps * taps + 1)) for _ in range(3))
+    post_filter = PostFilter(taps, precision, codes)
+    np.testing.assert_array_equal(post_filter.apply(pixels), _by_the_letter(post_filter, pixels))
+
+
+def test_apply_rounds_halves_up_and_clamps():
+    # A 1x1 filter at 2^-1: weight 1/2 + offset. 3 * 1/2 = 1.5 rounds to 2; 1 * 1/2 = 0.5 to 1.
+    halve = PostFilter(1, 1, ((-1, 0),))
+    assert halve.apply(np.array([[3, 1], [0, 255]], np.uint8)).tolist() == [[2, 1], [0, 128]]
+    brighten = PostFilter(1, 0, ((0, 100),))
+    assert brighten.apply(np.array([[3, 200]], np.uint8)).tolist() == [[103, 255]]
+
+
+def test_the_identity_filter_changes_nothing():
+    pixels = make_image(20, 17)
+    for taps in (1, 3, 7):
+        identity = PostFilter(taps, 8, ((0,) * (taps * taps + 1),) * 3)
+        np.testing.assert_array_equal(identity.apply(pixels), pixels)
+
+
+def test_least_squares_finds_a_filter_that_made_the_image():
+    """An image blurred by a known 3x3 filter (and brightened by 2 levels) is un-done by nothing
+    better than that filter's inverse problem: the solver finds the filter that maps the blurred
+    image back, and it beats the blurred image by far."""
+    rng = np.random.default_rng(3)
+    original = np.clip(make_image(48, 40).astype(int) + rng.integers(-20, 21, (48, 40, 3)), 0, 255).astype(np.uint8)
+    blur = PostFilter(3, 8, ((16, 16, 16, 16, -128, 16, 16, 16, 16, 2 * 256),) * 3)
+    blurred = blur.apply(original)
+    solved = solve_post_filter(normal_equations(blurred, original, 5), 5, 5, 8)
+    before = np.mean((blurred.astype(float) - original) ** 2)
+    after = np.mean((solved.apply(blurred).astype(float) - original) ** 2)
+    assert after < 0.5 * before
+
+
+def test_smaller_filters_solved_from_a_wider_system_equal_their_own_solve():
+    decoded, original = make_image(30, 26), make_image(30, 26)[::-1].copy()
+    wide = normal_equations(decoded, original, 7)
+    for taps in (1, 3, 5):
+        assert solve_post_filter(wide, 7, taps, 8) == solve_post_filter(normal_equations(decoded, original, taps),
+                                                                         taps, taps, 8)
+
+
+def test_normal_equations_do_not_depend_on_the_bands(monkeypatch):
+    import dipcodec.postfilter as postfilter
+
+    decoded, original = make_image(33, 21), make_image(33, 21, gray=False)[:, ::-1].copy()
+    whole = normal_equations(decoded, original, 5)
+    monkeypatch.setattr(postfilter, "_BAND_PIXELS", 50)  # bands of two rows
+    banded = normal_equations(decoded, original, 5)
+    for (g1, r1), (g2, r2) in zip(whole, banded):
+        np.testing.assert_array_equal(g1, g2)  # integer sums: exact in float64
+        np.testing.assert_array_equal(r1, r2)
+
+
+def test_a_stream_with_a_post_filter_packs_as_version_5_and_round_trips(encoded_rgb):
+    plain = dataclasses.replace(unpack(encoded_rgb), post_filter=None, version=None)
+    unfiltered = pack(plain)
+    assert unfiltered[4] == 3  # a sine network without a filter: still version 3
+    post_filter = PostFilter(3, 8, tuple(tuple(range(-5, 5)) for _ in range(3)))
+    filtered = dataclasses.replace(plain, post_filter=post_filter)
+    data = pack(filtered)
+    assert data[4] == 5 and len(data) == len(unfiltered) + len(post_filter_section(post_filter))
+    assert unpack(data).post_filter == post_filter
+    np.testing.assert_array_equal(dipcodec.decode(data), post_filter.apply(dipcodec.decode(unfiltered)))
+    with pytest.raises(ValueError, match="only plain files"):
+        pack(dataclasses.replace(filtered, mode="denoise"))
+
+
+def test_validation_limits():
+    PostFilter(9, 16, ((MAX_CODE,) * 82,)).validate(1)
+    for bad, reason in [(PostFilter(3, 8, ((0,) * 10,) * 2), "one filter per channel"),
+                        (PostFilter(3, 8, ((0,) * 9,)), "one filter per channel"),
+                        (PostFilter(3, 8, ((MAX_CODE + 1,) + (0,) * 9,)), "out of range"),
+                        (PostFilter(-1, 8, ((0,),)), "taps -1"), (PostFilter(1, -1, ((0, 0),)), "precision -1")]:
+        with pytest.raises(DecodeError, match=reason):
+            bad.validate(1)
+
+
+def test_a_filter_is_chosen_only_where_it_pays():
+    original = make_image(48, 40)
+    blur = PostFilter(3, 8, ((16, 16, 16, 16, -128, 16, 16, 16, 16, 0),) * 3)
+    blurred = blur.apply(original)
+    assert choose_post_filter(original, original, 2000) is None  # nothing to gain
+    chosen = choose_post_filter(blurred, original, 2000)
+    assert chosen is not None and chosen.taps in (3, 5, 7) and chosen.precision == 8
+    # No section fits in 10 bytes more; in a file of 60 bytes in all, none may take half of it.
+    assert choose_post_filter(blurred, original, 2000, max_bytes=2010) is None
+    assert choose_post_filter(blurred, original, 60, fixed_total=True) is None
+    assert choose_post_filter(blurred, original, 20000, fixed_total=True) is not None
+    with pytest.raises(ValueError, match="positive"):
+        choose_post_filter(blurred, original, 0)
+
+
+@pytest.mark.parametrize("gray", [False, True], ids=["rgb", "gray"])
+def test_the_encoder_files_a_filter_that_lifts_its_image(gray):
+    """At 64x64 and quality 75 the section pays for itself: the file holds one per channel, decodes
+    to what the encoder measured, and its image is closer to the source than the network's own."""
+    pixels = make_image(64, 64, gray=gray)
+    result = encode_detailed(pixels, quality=75, preset="fast")
+    stream = unpack(result.data)
+    assert stream.post_filter is not None and result.data[4] == 5
+    assert len(stream.post_filter.codes) == (1 if gray else 3)
+    decoded = dipcodec.decode(result.data)
+    np.testing.assert_array_equal(decoded, result.pixels)
+    unfiltered = dipcodec.decode(pack(dataclasses.replace(stream, post_filter=None, version=None)))
+    error = lambda image: np.mean((image.astype(float) - pixels) ** 2)  # noqa: E731
+    assert error(decoded) < error(unfiltered)
+
+
+def test_rate_control_counts_the_filter():
+    """A 96x64 image at 1.5 bpp: the filter's section is inside the budget, and the file within 5% of it."""
+    pixels = make_image(64, 96)
+    data = dipcodec.encode(pixels, bpp=1.5, preset="fast")
+    budget = int(1.5 * 96 * 64 / 8)
+    assert unpack(data).post_filter is not None
+    assert 0.95 * budget <= len(data) <= budget
