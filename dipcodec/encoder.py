@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .container import MAX_ACTIVATION_RATIO, Bitstream, Reference, check_network_limits, pack, post_filter_section
 from .decoder import render, resolve_device
@@ -393,7 +394,14 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
         nonlocal done
         fitted.total = max(fitted.total, done + iterations)
         tuned = dataclasses.replace(schedule, qat_iterations=iterations)
-        quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done)
+        if restoration is None and target_bytes is None and coder.post_filter is None:
+            # No rate to meet: the filter to tune through is the one the float fit's image would get
+            # (under --bpp, rate control's reserved one).
+            coder.post_filter = choose_post_filter(_as_pixels(fitted.output()), pixels, len(coder.pack_codes(codes)))
+        # Tuned through the filter, the rounded network makes the image the filter corrects best
+        # (kodak6 at fast: +0.03 to +0.06 dB; BENCHMARKS.md, "The post-filter in the codec").
+        loss_fn = _filtered_loss(coder.post_filter) if coder.post_filter else image_mse
+        quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done, loss_fn)
         done += iterations
         coder.weights = _weights_of(net)
         return coder.pack_codes(codes)
@@ -514,6 +522,22 @@ def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes:
         return quality - GRID_DB_PER_OCTAVE * math.log2(network_bytes + section)
 
     return max(candidates, key=score)  # ties, and a file over max_bytes in any case, keep None
+
+
+def _filtered_loss(post_filter: PostFilter) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The MSE of the output cropped and put through the post-filter as the decoder will (in float:
+    the decoder's rounding aside), to tune the network through it."""
+    channels, radius, unit = len(post_filter.codes), post_filter.taps // 2, 2.0 ** post_filter.precision
+    kernel = torch.from_numpy(np.stack([post_filter.weights(c) for c in range(channels)]) / unit).float()[:, None]
+    offset = torch.tensor([c[-1] / unit / 255 for c in post_filter.codes]).float().view(1, channels, 1, 1)
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        h, w = target.shape[-2:]
+        padded = F.pad(output[..., :h, :w], (radius,) * 4, mode="reflect")
+        filtered = F.conv2d(padded, kernel.to(output.device), groups=channels) + offset.to(output.device)
+        return F.mse_loss(filtered, target)
+
+    return loss
 
 
 def _as_pixels(image: torch.Tensor) -> np.ndarray:

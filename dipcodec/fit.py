@@ -164,9 +164,10 @@ def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Te
 @full_float32()
 def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Tensor,
                            reference: list[np.ndarray], step_codes: list[int], schedule: FitSchedule,
-                           progress: IterationCallback | None = None, progress_offset: int = 0) -> float:
+                           progress: IterationCallback | None = None, progress_offset: int = 0,
+                           loss_fn: Loss = image_mse) -> float:
     """Fine-tune through the quantizer (straight-through); leaves the weights whose *rounded* version
-    fit best in ``net`` and returns the PSNR of that rounded network."""
+    fit best in ``net`` and returns the PSNR of that rounded network (under ``loss_fn``)."""
     device = next(net.parameters()).device
     refs = [torch.from_numpy(r).to(device) for r in reference]
     steps = [torch.tensor(float(step_from_code(c)), device=device) for c in step_codes]
@@ -175,7 +176,7 @@ def quantization_aware_fit(net: Generator, noise: torch.Tensor, target: torch.Te
         return [r + torch.round((p - r) / s) * s for p, r, s in zip(params, refs, steps)]
 
     params = list(net.parameters())
-    loss_of = objective(net, target)
+    loss_of = objective(net, target, loss_fn)
     opt = torch.optim.Adam(params, lr=schedule.qat_learning_rate)
     best_mse, best = float("inf"), [p.detach().clone() for p in params]
     for i in range(schedule.qat_iterations + 1):
