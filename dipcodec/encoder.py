@@ -83,7 +83,7 @@ MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
 GRID_DB_PER_OCTAVE = 1.0
 """What halving a file's bytes is worth, in dB, when the encoder picks one of several fixed grids (a
-sequence's later frames): about the slope of this codec's own rate-distortion curve at the ``fast``
+sequence's later frames) or weighs a post-filter's section against its gain: about the slope of this codec's own rate-distortion curve at the ``fast``
 preset (dog frame 1 gains 1.2 dB from 13 to 26 kB, camel frame 1 0.8 dB from 10 to 20 kB)."""
 MAX_WIDTH = 192
 POST_FILTER_TAPS = (3, 5, 7)
@@ -399,7 +399,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             # (under --bpp, rate control's reserved one).
             coder.post_filter = choose_post_filter(_as_pixels(fitted.output()), pixels, len(coder.pack_codes(codes)))
         # Tuned through the filter, the rounded network makes the image the filter corrects best
-        # (kodak6 at fast: +0.03 to +0.06 dB; BENCHMARKS.md, "The post-filter in the codec").
+        # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
         loss_fn = _filtered_loss(coder.post_filter) if coder.post_filter else image_mse
         quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done, loss_fn)
         done += iterations
