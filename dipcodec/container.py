@@ -307,21 +307,16 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
 
 
 def _parse_post_filter(payload: bytes, channels: int) -> PostFilter:
+    """Section ``F``, every limit checked as it is read (so that nothing further is left to validate)."""
     r = Reader(payload, "post-filter section")
     taps, precision = r.u8("taps"), r.u8("precision")
     PostFilter.check_layout(taps, precision)
-    def code() -> int:
-        value = r.zigzag("post-filter coefficient", MAX_CODE)
-        if abs(value) > MAX_CODE:  # the zigzag limit lets -(MAX_CODE + 1) through
-            raise DecodeError(f"post-filter coefficient out of range (magnitude at most {MAX_CODE})")
-        return value
-
-    codes = tuple(tuple(code() for _ in range(taps * taps + 1)) for _ in range(channels))
+    # The zigzag limit lets -(MAX_CODE + 1) through: check_code catches it before reading on.
+    codes = tuple(tuple(PostFilter.check_code(r.zigzag("post-filter coefficient", MAX_CODE))
+                        for _ in range(taps * taps + 1)) for _ in range(channels))
     if not r.done():
         raise DecodeError("post-filter section has trailing bytes")
-    post_filter = PostFilter(taps, precision, codes)
-    post_filter.validate(channels)
-    return post_filter
+    return PostFilter(taps, precision, codes)
 
 
 def framed_body(data: bytes, magic: bytes, versions: tuple[int, ...], what: str, *, min_size: int,

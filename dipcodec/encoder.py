@@ -448,7 +448,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             data = coder.pack_codes(codes)
         if coder.post_filter is not None:
             decoded = coder.post_filter.apply(decoded)
-        mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2)) / 255**2
+        mse = _pixel_mse(decoded, pixels) / 255**2
     else:
         with torch.no_grad():
             mse = fitted.loss_fn(_as_tensor(decoded, device), fitted.target).item()
@@ -484,8 +484,7 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
 
     def rounded_mse(codes: list[int], post_filter: PostFilter | None) -> float:
         decoded = render(fitted.config, coder.dequantized(codes), fitted.seed, *fitted.size, device)
-        decoded = post_filter.apply(decoded) if post_filter else decoded
-        return float(np.mean((decoded - pixels.astype(np.float64)) ** 2))
+        return _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
 
     if rounded_mse(filtered_codes, coder.post_filter) < rounded_mse(plain_codes, None):
         return filtered_codes
@@ -507,8 +506,6 @@ def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes:
     systems = normal_equations(decoded, original, max(POST_FILTER_TAPS))
     candidates = [None, *(solve_post_filter(systems, max(POST_FILTER_TAPS), taps, POST_FILTER_PRECISION)
                           for taps in POST_FILTER_TAPS), *also]
-    reference = original.astype(np.float64)
-
     def score(post_filter: PostFilter | None) -> float:
         section = len(post_filter_section(post_filter)) if post_filter else 0
         if fixed_total and section >= network_bytes / 2:
@@ -516,7 +513,7 @@ def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes:
         if max_bytes is not None and not fixed_total and network_bytes + section > max_bytes:
             return -math.inf
         filtered = post_filter.apply(decoded) if post_filter else decoded
-        quality = psnr_from_mse(max(float(np.mean((filtered - reference) ** 2)), 1e-10) / 255**2)
+        quality = psnr_from_mse(max(_pixel_mse(filtered, original), 1e-10) / 255**2)
         if fixed_total:
             return quality + GRID_DB_PER_OCTAVE * math.log2(network_bytes - section)
         return quality - GRID_DB_PER_OCTAVE * math.log2(network_bytes + section)
@@ -538,6 +535,11 @@ def _filtered_loss(post_filter: PostFilter) -> Callable[[torch.Tensor, torch.Ten
         return F.mse_loss(filtered, target)
 
     return loss
+
+
+def _pixel_mse(image: np.ndarray, original: np.ndarray) -> float:
+    """Mean squared error of two uint8 images, on 0-255."""
+    return float(np.mean((image.astype(np.float64) - original) ** 2))
 
 
 def _as_pixels(image: torch.Tensor) -> np.ndarray:

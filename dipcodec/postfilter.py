@@ -45,13 +45,21 @@ class PostFilter:
         if not 0 <= precision <= MAX_PRECISION:
             raise DecodeError(f"post-filter precision {precision} out of range (0 to {MAX_PRECISION})")
 
+    @staticmethod
+    def check_code(value: int) -> int:
+        """A tap or offset code within MAX_CODE; returns it."""
+        if abs(value) > MAX_CODE:
+            raise DecodeError(f"post-filter coefficient out of range (magnitude at most {MAX_CODE})")
+        return value
+
     def validate(self, channels: int) -> None:
         """The limits every file's filter obeys (FORMAT.md §8)."""
         self.check_layout(self.taps, self.precision)
         if len(self.codes) != channels or any(len(c) != self.taps**2 + 1 for c in self.codes):
             raise DecodeError("post-filter does not have one filter per channel")
-        if any(abs(v) > MAX_CODE for c in self.codes for v in c):
-            raise DecodeError(f"post-filter coefficient out of range (magnitude at most {MAX_CODE})")
+        for channel in self.codes:
+            for value in channel:
+                self.check_code(value)
 
     def weights(self, channel: int) -> np.ndarray:
         """The channel's integer tap weights (identity added back), ``taps`` x ``taps``, int64."""
