@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     seq.add_argument("--base", default="auto", metavar="auto|default|PATH|none",
                      help="key frames' base model, as for encode (default: %(default)s)")
     seq.add_argument("--mask", metavar="MASK", help="inpaint every frame: a mask image, or 'subtitles'")
+    seq.add_argument("--no-motion", dest="motion", action="store_false",
+                     help="do not roll later frames' canvases to follow the camera")
     _add_fit_options(seq)
 
     dseq = sub.add_parser("decode-seq", help="decompress a .dips file to one image per frame")
@@ -270,7 +272,7 @@ def _encode_seq(args: argparse.Namespace) -> None:
     with _ProgressBar() as bar:
         data = encode_sequence(frames, bpp=args.bpp, quality=args.quality, preset=args.preset, seed=args.seed,
                                device=args.device, keyint=args.keyint, average=args.average, base=args.base,
-                               mask=mask, progress=None if args.quiet else bar, on_frame=report)
+                               mask=mask, motion=args.motion, progress=None if args.quiet else bar, on_frame=report)
     write_atomic(args.output, data, force=args.force)
     if not args.quiet:
         h, w = frames[0].shape[:2]
@@ -409,7 +411,8 @@ def _info(args: argparse.Namespace) -> None:
         for index, frame in enumerate(details["frame_info"]):
             print(f"  frame {index:3d}  {frame['file_bytes']:7d} bytes  {frame['bpp']:.4f} bpp  "
                   f"{frame['width']}x{frame['height']}  mode {frame['mode']}  reference {frame['reference']}"
-                  + (f" {frame['base_id']}" if frame["base_id"] else ""))
+                  + (f" {frame['base_id']}" if frame["base_id"] else "")
+                  + ("  canvas offset {},{}".format(*frame["canvas_offset"]) if any(frame["canvas_offset"]) else ""))
         return
     details = info(data)
     if args.json:

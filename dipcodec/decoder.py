@@ -14,7 +14,7 @@ import torch
 from .container import Bitstream, section_sizes, unpack
 from .entropy import decode_symbols
 from .errors import DecodeError, InputError
-from .network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
+from .network import CanvasOffset, Generator, NetworkConfig, fixed_input, full_float32, reference_weights, roll_canvas
 from .quantize import dequantize
 
 if TYPE_CHECKING:
@@ -44,11 +44,12 @@ def resolve_device(device: str) -> torch.device:
 @torch.no_grad()
 @full_float32()
 def render(config: NetworkConfig, weights: list[np.ndarray], seed: int, height: int, width: int,
-           device: str | torch.device = "cpu") -> np.ndarray:
-    """The decoded image: the network's output cropped to the true size, as uint8 HxW or HxWx3."""
+           device: str | torch.device = "cpu", offset: CanvasOffset = (0, 0)) -> np.ndarray:
+    """The decoded image: the network's output (rolled by ``offset``) cropped to the true size, as
+    uint8 HxW or HxWx3."""
     dev = torch.device(device)
     net = Generator(config).load(weights).to(dev)
-    out = net(fixed_input(config, seed, height, width).to(dev))[0, :, :height, :width]
+    out = roll_canvas(net(fixed_input(config, seed, height, width).to(dev)), offset)[0, :, :height, :width]
     pixels = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
     return pixels[0] if config.out_channels == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0))
 
@@ -100,10 +101,11 @@ def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full",
 
 
 def render_stream(stream: Bitstream, weights: list[np.ndarray], device: torch.device,
-                  scale: Scale = "full") -> np.ndarray:
-    """A parsed file's image from its decoded weights (through the file's post-filter, if it has one)."""
+                  scale: Scale = "full", offset: CanvasOffset = (0, 0)) -> np.ndarray:
+    """A parsed file's image from its decoded weights (through the file's post-filter, if it has
+    one); ``offset`` is a sequence frame's canvas offset."""
     height, width = stream.output_size
-    pixels = render(stream.network, weights, stream.seed, height, width, device)
+    pixels = render(stream.network, weights, stream.seed, height, width, device, offset)
     if stream.post_filter is not None:
         pixels = stream.post_filter.apply(pixels)
     if scale == "native" and stream.scale > 1:

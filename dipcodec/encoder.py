@@ -22,11 +22,11 @@ from .container import MAX_ACTIVATION_RATIO, Bitstream, Reference, check_network
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
-from .fit import (FitSchedule, IterationCallback, fit, image_mse, psnr_from_mse, quantization_aware_fit,
+from .fit import (FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse, quantization_aware_fit,
                   rounding_sensitivities)
 from .images import as_array
-from .network import (Activation, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost, fixed_input,
-                      full_float32, reference_weights)
+from .network import (Activation, CanvasOffset, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost,
+                      fixed_input, full_float32, reference_weights, roll_canvas)
 from .postfilter import PostFilter, normal_equations, solve_post_filter
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, purpose_of, restoration_for
@@ -254,12 +254,12 @@ def _weights_of(net: Generator) -> list[np.ndarray]:
 
 
 def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Tensor,
-                          reference: list[np.ndarray]) -> list[float]:
+                          reference: list[np.ndarray], loss_fn: Loss = image_mse) -> list[float]:
     """Each tensor's step scale: its delta RMS, made finer where rounding it costs more (probed on the
     grid that ``--quality`` would use)."""
     weights = _weights_of(net)
     probe = step_codes_for(step_scales(weights, reference), QUALITY_FINENESS)
-    return step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe))
+    return step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe, loss_fn))
 
 
 BaseChoice = Union[str, os.PathLike, "BaseModel", None]
@@ -290,6 +290,9 @@ class Start:
     """Fixed quantization grids (step codes) to choose from instead of rate control (a sequence's later
     frames: their key frame's grid and coarser copies): the one whose rounding trades best at
     GRID_DB_PER_OCTAVE."""
+    offset: CanvasOffset = (0, 0)
+    """Where the network's canvas lands in the image (``network.roll_canvas``): a sequence frame's
+    camera motion, so that the start's image already lines up with the frame."""
 
     @classmethod
     def of_base(cls, base: BaseModel) -> "Start":
@@ -383,8 +386,10 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
                   network=config, mode="plain" if restoration is None else restoration.mode,
                   scale=1 if restoration is None else restoration.scale,
                   reference=start.kind if start else "seed", base_id=start.base_id if start else None)
+    # The quantization's loss: the image as the decoder crops it, against that target.
+    quant_loss = fitted.on_canvas(image_mse)
     fixed_grids = start.grids if start else ()
-    scales = [] if fixed_grids else sensitive_step_scales(net, noise, target, reference)
+    scales = [] if fixed_grids else sensitive_step_scales(net, noise, target, reference, quant_loss)
     coder = _Coder(_weights_of(net), reference, header, scales)
     target_bytes = None if target_bpp is None else int(target_bpp * height * width / 8)
     done = schedule.iterations
@@ -400,14 +405,14 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             coder.post_filter = choose_post_filter(_as_pixels(fitted.output()), pixels, len(coder.pack_codes(codes)))
         # Tuned through the filter, the rounded network makes the image the filter corrects best
         # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
-        loss_fn = _filtered_loss(coder.post_filter) if coder.post_filter else image_mse
+        loss_fn = fitted.on_canvas(_filtered_loss(coder.post_filter)) if coder.post_filter else quant_loss
         quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done, loss_fn)
         done += iterations
         coder.weights = _weights_of(net)
         return coder.pack_codes(codes)
 
     if fixed_grids:
-        codes = _best_grid(coder, fixed_grids, net, noise, target)
+        codes = _best_grid(coder, fixed_grids, net, noise, target, quant_loss)
         data = train_on_grid(codes, schedule.qat_iterations)
     elif target_bpp is None:
         codes = step_codes_for(coder.scales, QUALITY_FINENESS)
@@ -415,7 +420,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
     else:
         aim = int(RATE_HEADROOM * target_bytes)
         if restoration is None:
-            codes = _reserve_post_filter(coder, fitted, pixels, aim, device)
+            codes = _reserve_post_filter(coder, fitted, pixels, aim)
         else:
             _, codes = coder.largest_under(aim)
         data = train_on_grid(codes, schedule.qat_iterations)
@@ -436,7 +441,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             elif len(data) < 0.95 * target_bytes:
                 warn(f"reached only {reached:.3f} of {target_bpp} bpp: the network is at its largest for this image")
     weights = coder.dequantized(codes)
-    decoded = render(config, weights, seed, height, width, device)
+    decoded = fitted.render(weights)
     if restoration is None:
         reserved = coder.post_filter
         network_bytes = len(data) - (len(post_filter_section(reserved)) if reserved else 0)
@@ -451,27 +456,26 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
         mse = _pixel_mse(decoded, pixels) / 255**2
     else:
         with torch.no_grad():
-            mse = fitted.loss_fn(_as_tensor(decoded, device), fitted.target).item()
+            mse = fitted.image_loss(_as_tensor(decoded, device), fitted.target).item()
     return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=fitted.float_psnr, pixels=decoded,
                         weights=tuple(weights), step_codes=tuple(codes), network=config)
 
 
 def _best_grid(coder: _Coder, grids: tuple[tuple[int, ...], ...], net: Generator, noise: torch.Tensor,
-               target: torch.Tensor) -> list[int]:
+               target: torch.Tensor, loss_fn: Loss) -> list[int]:
     """The grid whose rounded network scores best in PSNR less GRID_DB_PER_OCTAVE per doubling of bytes."""
 
     def score(codes: tuple[int, ...]) -> float:
         size = len(coder.pack_codes(list(codes)))
         with torch.no_grad():
             rounded = [torch.from_numpy(w).to(noise.device) for w in coder.dequantized(list(codes))]
-            mse = image_mse(net(noise, rounded), target).item()
+            mse = loss_fn(net(noise, rounded), target).item()
         return psnr_from_mse(mse) - GRID_DB_PER_OCTAVE * math.log2(size)
 
     return list(max(grids, key=score)) if len(grids) > 1 else list(grids[0])
 
 
-def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndarray, aim: int,
-                         device: torch.device) -> list[int]:
+def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndarray, aim: int) -> list[int]:
     """Decide whether rate control keeps bytes for a post-filter (``coder.post_filter``: the filter
     chosen on the float fit's image, standing in for the one chosen at the end), by measuring both:
     the rounded network on the grid that fits ``aim``, against the filtered rounded network on the
@@ -483,7 +487,7 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
     _, filtered_codes = coder.largest_under(aim)
 
     def rounded_mse(codes: list[int], post_filter: PostFilter | None) -> float:
-        decoded = render(fitted.config, coder.dequantized(codes), fitted.seed, *fitted.size, device)
+        decoded = fitted.render(coder.dequantized(codes))
         return _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
 
     if rounded_mse(filtered_codes, coder.post_filter) < rounded_mse(plain_codes, None):
@@ -572,7 +576,12 @@ class FittedNetwork:
         self.seed = seed
         self.noise = fixed_input(self.config, seed, *self.size).to(device)
         self.target = _as_tensor(pixels, device)
-        self.loss_fn = restoration.loss(self.target) if restoration else image_mse
+        self.device = device
+        self.offset = start.offset if start else (0, 0)
+        self.image_loss = restoration.loss(self.target) if restoration else image_mse
+        """The loss of an output whose top-left corner is the image."""
+        self.loss_fn = self.on_canvas(self.image_loss)
+        """The fit's loss: of the network's canvas, rolled to the image as the decoder does."""
         schedule = restoration.schedule(schedule, pixels) if restoration else schedule
         self.schedule = stretched_schedule(schedule, self.config, *self.size)
         self.total = self.schedule.iterations + self.schedule.qat_iterations  # rate control may add some
@@ -591,10 +600,21 @@ class FittedNetwork:
                                 fitted.loss_fn)
         return fitted
 
+    def on_canvas(self, loss_fn: Loss) -> Loss:
+        """``loss_fn`` (of an output whose top-left corner is the image) made a loss of the network's
+        canvas, for a start with a canvas offset."""
+        if not any(self.offset):
+            return loss_fn
+        return lambda output, target: loss_fn(roll_canvas(output, self.offset), target)
+
     def output(self) -> torch.Tensor:
         """The network's image at the true (output) size, detached."""
         with torch.no_grad(), full_float32():
-            return self.net(self.noise)[..., : self.size[0], : self.size[1]].clone()
+            return roll_canvas(self.net(self.noise), self.offset)[..., : self.size[0], : self.size[1]].clone()
+
+    def render(self, weights: list[np.ndarray]) -> np.ndarray:
+        """The decoder's uint8 image (before any post-filter) from these weights."""
+        return render(self.config, weights, self.seed, *self.size, self.device, self.offset)
 
 
 def encode(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",

@@ -137,7 +137,8 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
 
 @full_float32()
 def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Tensor,
-                           reference: list[np.ndarray], step_codes: list[int]) -> list[float]:
+                           reference: list[np.ndarray], step_codes: list[int],
+                           loss_fn: Loss = image_mse) -> list[float]:
     """Per tensor, the MSE that rounding it alone (to its step) adds, per weight and per squared step.
 
     One forward pass per tensor. Rounding errors are near-uniform and independent, so the added MSE
@@ -149,13 +150,13 @@ def rounding_sensitivities(net: Generator, noise: torch.Tensor, target: torch.Te
     # The shuffled image's loss, not ``objective``'s: a difference of two near-equal losses depends
     # on their summation order, and one forward pass per tensor gains nothing from the packed loss.
     with torch.no_grad():
-        base = image_mse(net(noise), target).item()
+        base = loss_fn(net(noise), target).item()
         out = []
         for i, (p, ref, code) in enumerate(zip(params, reference, step_codes, strict=True)):
             step = float(step_from_code(code))
             r = torch.from_numpy(ref).to(device)
             rounded = params[:i] + [r + torch.round((p - r) / step) * step] + params[i + 1 :]
-            added = image_mse(net(noise, rounded), target).item() - base
+            added = loss_fn(net(noise, rounded), target).item() - base
             # Rounding can help by chance: floor the estimate at a small share of the error.
             out.append(max(added, 1e-4 * base) / (p.numel() * step * step))
     return out

@@ -27,7 +27,8 @@ from torch import nn
 from .noise import INPUT_STREAM, uniform, weight_stream
 
 __all__ = ["NetworkConfig", "Generator", "full_float32", "UPSAMPLE_MODES", "upsample2x", "ACTIVATIONS",
-           "NetworkPurpose", "fixed_input", "reference_weights", "padded_size", "decode_cost"]
+           "NetworkPurpose", "fixed_input", "reference_weights", "padded_size", "decode_cost",
+           "CanvasOffset", "roll_canvas"]
 
 Upsample = Literal["bilinear", "nearest", "bicubic"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest", "bicubic")
@@ -140,6 +141,17 @@ def padded_size(config: NetworkConfig, height: int, width: int) -> tuple[int, in
     """The image size rounded up to the network's stride; the decoder crops back to the true size."""
     s = config.stride
     return -(-height // s) * s, -(-width // s) * s
+
+
+CanvasOffset = tuple[int, int]
+"""(rows, columns) by which a network's output (its canvas, of the padded size) is rolled, with
+wrap-around, before it is cropped to the image: a sequence's frames follow a camera's pan this way."""
+
+
+def roll_canvas(canvas: torch.Tensor, offset: CanvasOffset) -> torch.Tensor:
+    """``canvas`` (... x H x W) rolled so that its pixel (0, 0) lands at ``offset``: out[y, x] =
+    canvas[(y - dy) mod H, (x - dx) mod W]."""
+    return torch.roll(canvas, offset, dims=(-2, -1)) if any(offset) else canvas
 
 
 def decode_cost(config: NetworkConfig, height: int, width: int) -> tuple[float, float]:

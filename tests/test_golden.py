@@ -265,12 +265,15 @@ def test_post_filter_sections_belong_to_plain_files_before_the_crc_only():
 # ---------------------------------------------------------------- the golden sequence and base model
 
 SEQUENCE = DATA / "golden-seq-v1.dips"
+SEQUENCE_V2 = DATA / "golden-seq-v2.dips"
+"""Version 2: canvas offsets, on a card that turns round in place 3 pixels a frame."""
 BASE = DATA / "golden-base-v1.dipbase"
 
 
-def test_golden_sequence_decodes_to_pinned_frames():
-    expected = np.asarray(Image.open(SEQUENCE.with_suffix(".png")))
-    frames = dipcodec.decode_sequence(SEQUENCE.read_bytes(), base=BASE)
+@pytest.mark.parametrize("golden", [SEQUENCE, SEQUENCE_V2], ids=["v1", "v2"])
+def test_golden_sequence_decodes_to_pinned_frames(golden):
+    expected = np.asarray(Image.open(golden.with_suffix(".png")))
+    frames = dipcodec.decode_sequence(golden.read_bytes(), base=BASE)
     assert len(frames) == 3 and all(f.shape == (64, 64, 3) for f in frames)
     difference = np.abs(np.concatenate(frames, 0).astype(int) - expected.astype(int))
     assert difference.max() <= 1
@@ -287,14 +290,33 @@ def test_golden_sequence_names_its_base_and_its_references():
     assert details["frame_info"][0]["base_id"] == load_base(BASE).name == "64c9af4c3abcb906"
     with pytest.raises(DecodeError, match="needs base model 64c9af4c3abcb906"):
         dipcodec.decode_sequence(SEQUENCE.read_bytes())
+    assert details["sequence_version"] == 1
+    assert [f["canvas_offset"] for f in details["frame_info"]] == [[0, 0]] * 3
 
 
-def test_mutated_golden_sequence_decodes_or_raises_decode_error():
+def test_golden_sequence_v2_follows_the_turn_with_canvas_offsets():
+    from dipcodec.transfer.sequence import SequenceFile, pack_sequence, sequence_info, unpack_sequence
+
+    details = sequence_info(SEQUENCE_V2.read_bytes())
+    assert details["sequence_version"] == 2 and details["average"] == 2
+    assert [f["canvas_offset"] for f in details["frame_info"]] == [[0, 0], [0, 61], [0, 58]]
+    # The offsets carry the motion: the same frames without them decode to images 3 and 6 pixels off
+    # (but within reach of the post-filter's taps, 7x7 at most, of the image's sides: it mirrors them).
+    sequence = unpack_sequence(SEQUENCE_V2.read_bytes())
+    frames = dipcodec.decode_sequence(SEQUENCE_V2.read_bytes(), base=BASE)
+    unrolled = dipcodec.decode_sequence(pack_sequence(SequenceFile(sequence.frames, sequence.average)), base=BASE)
+    for frame, still, shift in zip(frames[1:], unrolled[1:], (3, 6)):
+        np.testing.assert_array_equal(np.roll(still, -shift, axis=1)[:, 3 : 61 - shift], frame[:, 3 : 61 - shift])
+        assert not np.array_equal(still, frame)
+
+
+@pytest.mark.parametrize("golden", [SEQUENCE, SEQUENCE_V2], ids=["v1", "v2"])
+def test_mutated_golden_sequence_decodes_or_raises_decode_error(golden):
     from dipcodec.transfer.basefile import load_base
 
     base = load_base(BASE)
     rejected = 0
-    for damaged in _mutations(SEQUENCE.read_bytes(), 300, seed=99):
+    for damaged in _mutations(golden.read_bytes(), 300, seed=99):
         try:
             frames = dipcodec.decode_sequence(damaged, base=base)
         except DecodeError as exc:

@@ -345,7 +345,8 @@ def test_averaging_window_changes_the_reference():
     decoded = dipcodec.decode_sequence(data)
     assert all(psnr(f, d) > 20 for f, d in zip(frames, decoded))
     # Read with a window of 1, the third frame is rebuilt against the wrong reference.
-    wrong = dipcodec.decode_sequence(pack_sequence(SequenceFile(unpack_sequence(data).frames, 1)))
+    sequence = unpack_sequence(data)
+    wrong = dipcodec.decode_sequence(pack_sequence(SequenceFile(sequence.frames, 1, sequence.offsets)))
     np.testing.assert_array_equal(wrong[1], decoded[1])
     assert not np.array_equal(wrong[2], decoded[2])
 
@@ -392,6 +393,92 @@ def test_sequence_settings_are_checked():
         dipcodec.encode_sequence(frames, quality=75, preset="fast", keyint=-1)
     with pytest.raises(InputError, match="no frames"):
         dipcodec.encode_sequence([], quality=75)
+
+
+# ---------------------------------------------------------------- canvas offsets (camera motion)
+
+def panning_frames(count: int, step: int, size: int = 32) -> list[np.ndarray]:
+    """A test card seen through a window that slides ``step`` pixels right per frame."""
+    wide = make_image(size, size + step * count)
+    return [np.ascontiguousarray(wide[:, step * i : step * i + size]) for i in range(count)]
+
+
+def test_find_canvas_offset_recovers_a_pan_from_where_the_last_frame_was():
+    from dipcodec.transfer.motion import find_canvas_offset
+
+    canvas = make_image(48, 64)  # the network's whole (padded) output
+    for previous, move in [((0, 0), (0, 0)), ((0, 0), (3, -7)), ((5, 60), (-2, 9)), ((47, 1), (13, -30))]:
+        placed = ((previous[0] + move[0]) % 48, (previous[1] + move[1]) % 64)
+        frame = np.roll(canvas, placed, axis=(0, 1))[:40, :56]
+        assert find_canvas_offset(canvas, frame, previous) == placed
+    # Unknown pixels (an inpainting mask) do not count: a frame with a block painted over still lines up.
+    frame = np.roll(canvas, (2, 5), axis=(0, 1))[:40, :56].copy()
+    frame[10:30, 10:40] = 255
+    known = np.ones((40, 56), bool)
+    known[10:30, 10:40] = False
+    assert find_canvas_offset(canvas, frame, (0, 0), known=known) == (2, 5)
+    # Moves beyond the radius are not searched.
+    frame = np.roll(canvas, (0, 20), axis=(0, 1))[:40, :56]
+    assert find_canvas_offset(canvas, frame, (0, 0), radius=8) != (0, 20)
+
+
+def test_a_panning_sequence_rolls_its_canvas_and_decodes_to_what_the_encoder_saw(tmp_path, capsys):
+    frames = panning_frames(3, 3)
+    results = []
+    data = dipcodec.encode_sequence(frames, bpp=4.0, preset="fast", on_frame=lambda i, r, s: results.append(r))
+    sequence = unpack_sequence(data)
+    assert sequence.version == 2
+    # The window slides right, so the scene, and the canvas with it, moves left 3 pixels a frame.
+    assert sequence.offsets == ((0, 0), (0, 32 - 3), (0, 32 - 6))
+    assert [f["canvas_offset"] for f in sequence_info(data)["frame_info"]] == [[0, 0], [0, 29], [0, 26]]
+    from test_cli import run
+
+    path = tmp_path / "pan.dips"
+    path.write_bytes(data)
+    code, text, _ = run(capsys, "info", path)
+    assert code == 0 and "dipcodec sequence 2" in text and text.count("canvas offset 0,") == 2
+    for out, result in zip(dipcodec.decode_sequence(data), results):
+        np.testing.assert_array_equal(out, result.pixels)
+    # Read without its offsets, the same frames decode to other images.
+    still = dipcodec.decode_sequence(pack_sequence(SequenceFile(sequence.frames, sequence.average)))
+    np.testing.assert_array_equal(still[0], results[0].pixels)
+    assert psnr(frames[1], still[1]) < psnr(frames[1], results[1].pixels) - 3
+
+
+def test_without_motion_a_sequence_is_written_as_version_1(tmp_path, capsys):
+    from PIL import Image
+
+    from test_cli import run
+
+    paths = []
+    for i, frame in enumerate(panning_frames(2, 3, 24)):
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(frame).save(paths[-1])
+    for flags, version in [(["--no-motion"], 1), ([], 2)]:
+        out = tmp_path / f"pan{version}.dips"
+        code, _, err = run(capsys, "encode-seq", *paths, "-o", out, "--bpp", "4", "--preset", "fast", *flags)
+        assert code == 0, err
+        data = out.read_bytes()
+        assert data[4] == version and any(any(o) for o in unpack_sequence(data).offsets) == (version == 2)
+        assert len(dipcodec.decode_sequence(data)) == 2
+
+
+def test_canvas_offsets_round_trip_and_forged_ones_are_clean_errors(sequence):
+    _, data, _ = sequence
+    frames = unpack_sequence(data).frames
+    offsets = ((0, 0), (1, 31), (0, 0), (31, 2))
+    packed = pack_sequence(SequenceFile(frames, 1, offsets))
+    assert packed[4] == 2 and unpack_sequence(packed).offsets == offsets
+    assert unpack_sequence(pack_sequence(SequenceFile(frames, 1))).offsets == ((0, 0),) * 4
+    with pytest.raises(ValueError, match="one canvas offset per frame"):
+        SequenceFile(frames, 1, ((0, 0),))
+    # The 32x32 frames' canvas is 32x32: an offset of 32 lies outside it.
+    with pytest.raises(DecodeError, match="canvas offset 0,32 lies outside its 32x32 canvas"):
+        dipcodec.decode_sequence(pack_sequence(SequenceFile(frames, 1, ((0, 0), (0, 32), (0, 0), (0, 0)))))
+    # An offset past any canvas is refused while reading: the varint's limit.
+    body = b"DIPS\x02\x01\x01" + b"\x80\x80\x01\x00" + b"\x00"
+    with pytest.raises(DecodeError, match="canvas offset of frame 0"):
+        unpack_sequence(body + struct.pack("<I", zlib.crc32(body)))
 
 
 # ---------------------------------------------------------------- command line

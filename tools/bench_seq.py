@@ -16,8 +16,9 @@ with a star (and ``"extrapolated": true`` in the JSON).
     python tools/bench_seq.py --clips camel,dog --frames 8 --quality 75 --rd-qualities 40,55 --preset fast \
         --json docs/results/seq.json
 
-``--average``, ``--warm-beta2`` and ``--warm-lr`` (the warm fits' Adam beta2 and learning rate,
-``warmstart.WARM_BETA2`` and ``WARM_LEARNING_RATE``) take lists: every combination codes the clip once
+``--average``, ``--warm-beta2``, ``--warm-lr`` (the warm fits' Adam beta2 and learning rate,
+``warmstart.WARM_BETA2`` and ``WARM_LEARNING_RATE``) and ``--motion`` (``on``: canvas offsets that
+follow the camera, the default; ``off``: none) take lists: every combination codes the clip once
 more as a sequence, against the same independent frames. ``--independent`` takes those frames and
 their curves from an earlier run's JSON (same frames, quality, preset and base) instead of coding
 them again: a warm-side comparison then costs minutes, not half an hour a clip.
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-lr", default="",
                    help="learning rates of the warm-started fits to compare, comma-separated (default: "
                         "warmstart.WARM_LEARNING_RATE alone)")
+    p.add_argument("--motion", default="on", help="canvas offsets that follow the camera: on, off or on,off")
     p.add_argument("--independent", type=Path, metavar="JSON",
                    help="an earlier run's JSON whose frames coded alone (and curves) to reuse")
     p.add_argument("--seq", type=Path, default=SEQ)
@@ -130,12 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         betas = [float(b) for b in args.warm_beta2.split(",") if b] or [warmstart.WARM_BETA2]
         rates = [float(r) for r in args.warm_lr.split(",") if r] or [warmstart.WARM_LEARNING_RATE]
         shipped_beta2, shipped_rate = warmstart.WARM_BETA2, warmstart.WARM_LEARNING_RATE
-        for average, beta2, rate in [(int(a), b, r) for a in args.average.split(",") for b in betas for r in rates]:
+        motions = [{"on": True, "off": False}[m] for m in args.motion.split(",")]
+        for average, beta2, rate, motion in [(int(a), b, r, m) for a in args.average.split(",") for b in betas
+                                             for r in rates for m in motions]:
             counter, warm = Counter(), f"warm-average{average}" if average > 1 else "warm"
             if beta2 != shipped_beta2:
                 warm += f"-beta2-{beta2:g}"
             if rate != shipped_rate:
                 warm += f"-lr-{rate:g}"
+            if not motion:
+                warm += "-no-motion"
             warmstart.WARM_BETA2, warmstart.WARM_LEARNING_RATE = beta2, rate
 
             def on_frame(index: int, result, seconds: float) -> None:
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 data = encode_sequence(frames, quality=args.quality, preset=args.preset, average=average,
-                                       base=args.base, progress=counter, on_frame=on_frame)
+                                       base=args.base, motion=motion, progress=counter, on_frame=on_frame)
             finally:
                 warmstart.WARM_BETA2, warmstart.WARM_LEARNING_RATE = shipped_beta2, shipped_rate
             sizes[warm] = len(data)

@@ -12,9 +12,12 @@ network that upsamples bicubically, at the full-size layout of super-resolution)
 decode without the filter, is saved beside it as golden-v5-network.png). Since version 5 the
 version-3 recipe makes a version-5 file, and the script refuses it.
 
-``--sequence`` writes the golden sequence instead (tests/data/golden-seq-v1.dips, with the small
-base model its key frame is coded from, golden-base-v1.dipbase, and its frames stacked top to
-bottom in golden-seq-v1.png): three 64x64 frames of the card sliding right, averaging window 2.
+``--sequence`` writes the golden sequence of the current sequence version instead
+(tests/data/golden-seq-vN.dips, its frames stacked top to bottom in golden-seq-vN.png): three 64x64
+frames of the card, averaging window 2, the key frame coded from the small base model
+golden-base-v1.dipbase (trained by the version-1 run; later runs load it). In version 1 the card
+slides right under a window; in version 2 it turns round in place (rolled 3 pixels left a frame,
+with wrap-around), the one motion that canvas offsets follow exactly, so that its frames carry them.
 """
 
 from __future__ import annotations
@@ -60,14 +63,17 @@ def network_image(data: bytes) -> np.ndarray:
     return dipcodec.decode(body + struct.pack("<I", zlib.crc32(body)))
 
 
-def sequence_frames() -> list[np.ndarray]:
-    """Three 64x64 frames: the test card scaled to 96x64, seen through a window that slides 2 pixels a frame."""
+def sequence_frames(version: int) -> list[np.ndarray]:
+    """Three 64x64 frames of the test card scaled to 96x64: version 1 seen through a window that
+    slides 2 pixels a frame, version 2 its first 64 columns rolled 3 pixels left a frame."""
     card = large_card()
-    return [np.ascontiguousarray(card[:, 2 * i : 2 * i + 64]) for i in range(3)]
+    if version == 1:
+        return [np.ascontiguousarray(card[:, 2 * i : 2 * i + 64]) for i in range(3)]
+    return [np.ascontiguousarray(np.roll(card[:, :64], -3 * i, axis=1)) for i in range(3)]
 
 
 def make_sequence() -> int:
-    from dipcodec.transfer.basefile import save_base
+    from dipcodec.transfer.basefile import load_base, save_base
     from dipcodec.transfer.meta import MetaSchedule, standard_network, train_base
     from dipcodec.transfer.sequence import SEQUENCE_VERSION
 
@@ -75,11 +81,15 @@ def make_sequence() -> int:
     if target.exists() and "--overwrite" not in sys.argv:
         print(f"{target} exists; a golden file is never regenerated for the same version", file=sys.stderr)
         return 2
-    frames = sequence_frames()
-    base = train_base(frames, standard_network(8), MetaSchedule(steps=4, inner_iterations=3, outer_step_start=0.5,
-                                                                  outer_step_end=0.05, tasks_per_step=1, crop=64),
-                      seed=5)
-    save_base(base, DATA / "golden-base-v1.dipbase")
+    frames = sequence_frames(SEQUENCE_VERSION)
+    base_path = DATA / "golden-base-v1.dipbase"
+    if base_path.exists():
+        base = load_base(base_path)
+    else:
+        base = train_base(frames, standard_network(8), MetaSchedule(steps=4, inner_iterations=3, outer_step_start=0.5,
+                                                                      outer_step_end=0.05, tasks_per_step=1, crop=64),
+                          seed=5)
+        save_base(base, base_path)
     data = dipcodec.encode_sequence(frames, bpp=1.2, preset="fast", seed=7, average=2, base=base)
     target.write_bytes(data)
     Image.fromarray(np.concatenate(dipcodec.decode_sequence(data, base=base), 0)).save(target.with_suffix(".png"))

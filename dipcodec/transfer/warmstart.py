@@ -4,7 +4,7 @@ Key frames (the first, then every ``keyint``-th) are coded like single images, f
 base model, and set the network and the quantization grid. Every other frame starts its fit from
 the mean of the decoded weights of the last ``average`` frames, codes its weights as deltas from that
 same mean on the key frame's grid or a coarser copy of it, and gets a shorter, gentler fit: its start
-is already close.
+is already close, and closer still when its canvas offset follows the camera (``motion``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..decoder import resolve_device
+from ..decoder import render, resolve_device
 from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, EncodeResult, Preset, Progress, Start,
                        base_start, check_settings, code_image, quality_to_bpp)
 from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
+from ..network import CanvasOffset, padded_size
 from ..quantize import STEP_CODE_RANGE
 from ..restoration.modes import PURPOSES, restoration_for
+from .motion import find_canvas_offset
 from .sequence import MAX_AVERAGE, MAX_FRAMES, SequenceFile, mean_weights, pack_sequence
 
 __all__ = ["encode_sequence", "warm_schedule", "warm_grids", "DEFAULT_KEYINT", "WARM_ITERATIONS",
@@ -71,7 +73,7 @@ def warm_grids(key_step_codes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
 
 def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: float | None = None,
                     preset: Preset = "default", seed: int = 0, device: str = "cpu", keyint: int = DEFAULT_KEYINT,
-                    average: int = 1, base: BaseChoice = DEFAULT_BASE, mask=None,
+                    average: int = 1, base: BaseChoice = DEFAULT_BASE, mask=None, motion: bool = True,
                     progress: Progress | None = None, on_frame: FrameCallback | None = None) -> bytes:
     """Compress frames of one size (PIL images or uint8 arrays) to the bytes of a ``.dips`` file.
 
@@ -81,7 +83,9 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     ``average`` > 1 starts each frame from the mean of the last ``average`` frames' weights instead
     of the previous frame's. ``mask`` (``"subtitles"``, or one mask image for every frame) inpaints.
     ``base`` is the key frames' reference, as for :func:`dipcodec.encode` (``"auto"``: a shipped base
-    at ``fast`` unless inpainting, the seed otherwise).
+    at ``fast`` unless inpainting, the seed otherwise). With ``motion`` each later frame rolls its
+    network's canvas by the offset that best lines its start's image up with it
+    (:func:`~dipcodec.transfer.motion.find_canvas_offset`): a pan costs no weights.
     """
     pixels = [as_array(f) for f in frames]
     check_settings(bpp, quality, preset, seed)
@@ -102,6 +106,7 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
     key_start = base_start(base, height, width, channels, network_bpp * height * width,
                            purpose=PURPOSES["inpaint" if mask is not None else None], preset=preset)
     coded: list[bytes] = []
+    offsets: list[CanvasOffset] = []
     history: list[tuple[np.ndarray, ...]] = []
     key: EncodeResult | None = None
     for index, frame in enumerate(pixels):
@@ -114,16 +119,22 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
             history = []
             result = code_image(frame, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset],
                                 seed=seed, device=dev, progress=progress, restoration=restoration, start=key_start)
-            key = result
+            key, offset = result, (0, 0)
         else:
-            start = Start(key.network, tuple(mean_weights(history[-average:])), "previous-frame",
-                          grids=warm_grids(key.step_codes))
+            weights = mean_weights(history[-average:])
+            if motion:
+                canvas = render(key.network, weights, seed, *padded_size(key.network, height, width), dev)
+                offset = find_canvas_offset(canvas, frame, offsets[-1],
+                                            known=None if restoration is None else ~restoration.mask)
+            start = Start(key.network, tuple(weights), "previous-frame", grids=warm_grids(key.step_codes),
+                          offset=offset)
             result = code_image(frame, network_bpp=network_bpp, target_bpp=None,
                                 schedule=warm_schedule(PRESETS[preset], key.float_psnr),
                                 seed=seed, device=dev, progress=progress,
                                 restoration=restoration, start=start)
         history.append(result.weights)
         coded.append(result.data)
+        offsets.append(offset)
         if on_frame:
             on_frame(index, result, time.perf_counter() - began)
-    return pack_sequence(SequenceFile(tuple(coded), average))
+    return pack_sequence(SequenceFile(tuple(coded), average, tuple(offsets)))
