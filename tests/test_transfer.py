@@ -418,8 +418,20 @@ def test_find_canvas_offset_recovers_a_pan_from_where_the_last_frame_was():
     known[10:30, 10:40] = False
     assert find_canvas_offset(canvas, frame, (0, 0), known=known) == (2, 5)
     # Moves beyond the radius are not searched.
-    frame = np.roll(canvas, (0, 20), axis=(0, 1))[:40, :56]
-    assert find_canvas_offset(canvas, frame, (0, 0), radius=8) != (0, 20)
+    frame = np.roll(canvas, (0, 12), axis=(0, 1))[:40, :56]
+    assert find_canvas_offset(canvas, frame, (0, 0), radius=12) == (0, 12)
+    assert find_canvas_offset(canvas, frame, (0, 0), radius=11) != (0, 12)
+    # Canvases whose sides are not multiples of 4 (frames under 16 pixels a side) try every move.
+    small = make_image(10, 14)
+    assert find_canvas_offset(small, np.roll(small, (1, -3), axis=(0, 1)), (0, 0)) == (1, 11)
+
+
+def test_a_sequence_of_frames_under_16_pixels_searches_motion_too():
+    results = []
+    data = dipcodec.encode_sequence(panning_frames(2, 2, 10), quality=75, preset="fast",
+                                    on_frame=lambda i, r, s: results.append(r))
+    for out, result in zip(dipcodec.decode_sequence(data), results):
+        np.testing.assert_array_equal(out, result.pixels)
 
 
 def test_a_panning_sequence_rolls_its_canvas_and_decodes_to_what_the_encoder_saw(tmp_path, capsys):
@@ -477,7 +489,7 @@ def test_canvas_offsets_round_trip_and_forged_ones_are_clean_errors(sequence):
         dipcodec.decode_sequence(pack_sequence(SequenceFile(frames, 1, ((0, 0), (0, 32), (0, 0), (0, 0)))))
     # An offset past any canvas is refused while reading: the varint's limit.
     body = b"DIPS\x02\x01\x01" + b"\x80\x80\x01\x00" + b"\x00"
-    with pytest.raises(DecodeError, match="canvas offset of frame 0"):
+    with pytest.raises(DecodeError, match=r"canvas offset \(rows\) of frame 0"):
         unpack_sequence(body + struct.pack("<I", zlib.crc32(body)))
 
 

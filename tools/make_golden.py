@@ -91,6 +91,9 @@ def make_sequence() -> int:
                           seed=5)
         save_base(base, base_path)
     data = dipcodec.encode_sequence(frames, bpp=1.2, preset="fast", seed=7, average=2, base=base)
+    if data[4] != SEQUENCE_VERSION:
+        print(f"the recipe made a version-{data[4]} sequence, not version {SEQUENCE_VERSION}", file=sys.stderr)
+        return 2
     target.write_bytes(data)
     Image.fromarray(np.concatenate(dipcodec.decode_sequence(data, base=base), 0)).save(target.with_suffix(".png"))
     print(f"wrote {target} ({len(data)} bytes) and base model {base.name}")

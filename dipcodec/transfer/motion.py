@@ -19,34 +19,40 @@ MOTION_RADIUS = 32
 """The largest move searched, in pixels along each axis, from one frame to the next."""
 _COARSE = 4
 """The coarse search runs on 4x4 block means, over moves that are multiples of 4."""
-_REFINE = _COARSE - 1
 
 
 def find_canvas_offset(canvas: np.ndarray, frame: np.ndarray, previous: CanvasOffset, *,
                        known: np.ndarray | None = None, radius: int = MOTION_RADIUS) -> CanvasOffset:
-    """The canvas offset, within ``radius`` of ``previous`` along each axis, whose rolled and cropped
-    ``canvas`` (uint8, the network's whole padded output) is closest to ``frame`` in luma MSE (over
-    the ``known`` pixels only, when given: True = known). Ties keep the smaller move, so a still scene
-    keeps ``previous``. Block means of 4x4 pick a coarse move, single pixels refine it."""
+    """The canvas offset, within ``radius`` (and half the canvas) of ``previous`` along each axis,
+    whose rolled and cropped ``canvas`` (uint8, the network's whole padded output) is closest to
+    ``frame`` in luma MSE (over the ``known`` pixels only, when given: True = known). Ties keep the
+    smaller move, so a still scene keeps ``previous``. On canvases whose sides are multiples of 4,
+    block means of 4x4 pick a coarse move and single pixels refine it; on others every move is tried."""
     height, width = frame.shape[:2]
     rows, columns = canvas.shape[:2]
-    if rows % _COARSE or columns % _COARSE:
-        raise ValueError("the canvas's sides must be multiples of 4")
+    reach = (min(radius, rows // 2), min(radius, columns // 2))
     placed = np.roll(_luma(canvas), previous, axis=(0, 1))
     target = _luma(frame)
     weight = np.ones((height, width), np.float32) if known is None else known.astype(np.float32)
-    # Coarse: whole blocks of the frame only.
-    bh, bw = height // _COARSE, width // _COARSE
-    coarse_target = _blocks(target[: bh * _COARSE, : bw * _COARSE])
-    coarse_weight = _blocks(weight[: bh * _COARSE, : bw * _COARSE])
-    coarse_canvas = _blocks(placed)
-    steps = range(-(radius // _COARSE), radius // _COARSE + 1)
-    moves = [(dy, dx) for dy in steps for dx in steps]
-    best = min(moves, key=lambda m: (_error(coarse_canvas, m, coarse_target, coarse_weight), abs(m[0]) + abs(m[1])))
-    centre = (best[0] * _COARSE, best[1] * _COARSE)
-    fine = {(0, 0)} | {(centre[0] + dy, centre[1] + dx) for dy in range(-_REFINE, _REFINE + 1)
-                       for dx in range(-_REFINE, _REFINE + 1)}
-    move = min(sorted(fine), key=lambda m: (_error(placed, m, target, weight), abs(m[0]) + abs(m[1])))
+
+    def best_of(moves, canvas_plane, target_plane, weight_plane) -> tuple[int, int]:
+        return min(sorted(moves), key=lambda m: (_error(canvas_plane, m, target_plane, weight_plane),
+                                                 abs(m[0]) + abs(m[1])))
+
+    if rows % _COARSE or columns % _COARSE:
+        moves = {(dy, dx) for dy in range(-reach[0], reach[0] + 1) for dx in range(-reach[1], reach[1] + 1)}
+        move = best_of(moves, placed, target, weight)
+    else:
+        # Coarse: whole blocks of the frame only.
+        bh, bw = height // _COARSE, width // _COARSE
+        coarse = best_of({(dy, dx) for dy in range(-(reach[0] // _COARSE), reach[0] // _COARSE + 1)
+                          for dx in range(-(reach[1] // _COARSE), reach[1] // _COARSE + 1)},
+                         _blocks(placed), _blocks(target[: bh * _COARSE, : bw * _COARSE]),
+                         _blocks(weight[: bh * _COARSE, : bw * _COARSE]))
+        near = range(-(_COARSE - 1), _COARSE)
+        moves = {(0, 0)} | {(_COARSE * coarse[0] + dy, _COARSE * coarse[1] + dx) for dy in near for dx in near
+                            if abs(_COARSE * coarse[0] + dy) <= reach[0] and abs(_COARSE * coarse[1] + dx) <= reach[1]}
+        move = best_of(moves, placed, target, weight)
     return (previous[0] + move[0]) % rows, (previous[1] + move[1]) % columns
 
 

@@ -24,7 +24,7 @@ from ..errors import DecodeError
 from ..network import CanvasOffset, padded_size
 from .basefile import BaseModel
 
-__all__ = ["SEQUENCE_MAGIC", "SEQUENCE_VERSION", "OFFSETS_SINCE", "MAX_FRAMES", "MAX_AVERAGE", "SequenceFile",
+__all__ = ["SEQUENCE_MAGIC", "SEQUENCE_VERSION", "OFFSETS_SINCE", "MAX_OFFSET", "MAX_FRAMES", "MAX_AVERAGE", "SequenceFile",
            "pack_sequence", "unpack_sequence", "decode_sequence", "sequence_info", "is_sequence", "mean_weights"]
 
 SEQUENCE_MAGIC = b"DIPS"
@@ -76,7 +76,7 @@ def is_sequence(data: bytes) -> bool:
 
 def unpack_sequence(data: bytes) -> SequenceFile:
     """Split a ``.dips`` file into its frames (each is checked when it is decoded)."""
-    body = framed_body(bytes(data), SEQUENCE_MAGIC, (1, SEQUENCE_VERSION), "sequence", min_size=11,
+    body = framed_body(bytes(data), SEQUENCE_MAGIC, tuple(range(1, SEQUENCE_VERSION + 1)), "sequence", min_size=11,
                        max_size=MAX_SEQUENCE_BYTES)
     version, average = body[4], body[5]
     if not 1 <= average <= MAX_AVERAGE:
@@ -89,8 +89,8 @@ def unpack_sequence(data: bytes) -> SequenceFile:
     frames, offsets = [], []
     for i in range(count):
         if version >= OFFSETS_SINCE:
-            offsets.append((r.varint(f"canvas offset of frame {i}", MAX_OFFSET - 1),
-                            r.varint(f"canvas offset of frame {i}", MAX_OFFSET - 1)))
+            offsets.append((r.varint(f"canvas offset (rows) of frame {i}", MAX_OFFSET - 1),
+                            r.varint(f"canvas offset (columns) of frame {i}", MAX_OFFSET - 1)))
         frames.append(r.take(r.varint(f"length of frame {i}", len(body)), f"frame {i}"))
     if not r.done():
         raise DecodeError("sequence has trailing bytes")
@@ -150,11 +150,12 @@ def sequence_info(data: bytes) -> dict:
     """What a ``.dips`` file holds: per frame, :func:`dipcodec.info`'s fields."""
     sequence = unpack_sequence(data)
     frames = []
-    for index, (frame, offset) in enumerate(zip(sequence.frames, sequence.offsets)):
+    for index, frame in enumerate(sequence.frames):
         try:
-            frames.append(info(frame) | {"canvas_offset": list(offset)})
+            details = info(frame)
         except DecodeError as exc:
             raise DecodeError(f"frame {index}: {exc}") from None
+        frames.append(details | {"canvas_offset": list(_checked_offset(sequence, index, unpack(frame)))})
     pixels = sum(f["width"] * f["height"] for f in frames)
     return {"sequence_version": sequence.version, "file_bytes": len(data), "frames": len(frames),
             "average": sequence.average, "key_frames": [i for i, f in enumerate(frames) if f["reference"] != "previous-frame"],

@@ -121,7 +121,7 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
                                 seed=seed, device=dev, progress=progress, restoration=restoration, start=key_start)
             key, offset = result, (0, 0)
         else:
-            weights = mean_weights(history[-average:])
+            weights, offset = mean_weights(history[-average:]), (0, 0)
             if motion:
                 canvas = render(key.network, weights, seed, *padded_size(key.network, height, width), dev)
                 offset = find_canvas_offset(canvas, frame, offsets[-1],
