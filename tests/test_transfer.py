@@ -417,6 +417,13 @@ def test_find_canvas_offset_recovers_a_pan_from_where_the_last_frame_was():
     known = np.ones((40, 56), bool)
     known[10:30, 10:40] = False
     assert find_canvas_offset(canvas, frame, (0, 0), known=known) == (2, 5)
+    # A move must bring the start closer by MOTION_MIN_GAIN_DB: a frame that is the canvas moved,
+    # with noise added, stays put when the noise hides most of what the move gains.
+    rng = np.random.default_rng(0)
+    moved = np.roll(canvas, (0, 1), axis=(0, 1))[:40, :56].astype(float)
+    for sigma, expected in [(2, (0, 1)), (60, (0, 0))]:
+        noisy = np.clip(moved + rng.normal(0, sigma, moved.shape), 0, 255).astype(np.uint8)
+        assert find_canvas_offset(canvas, noisy, (0, 0)) == expected
     # Moves beyond the radius are not searched.
     frame = np.roll(canvas, (0, 12), axis=(0, 1))[:40, :56]
     assert find_canvas_offset(canvas, frame, (0, 0), radius=12) == (0, 12)
