@@ -34,10 +34,10 @@ def tiny_base() -> BaseModel:
     return train_base(training_images(), standard_network(8), TINY_META, seed=3)
 
 
-def moving_frames(count: int, size: int = 32) -> list[np.ndarray]:
-    """A test card sliding right by one pixel per frame."""
-    wide = make_image(size, size + count)
-    return [np.ascontiguousarray(wide[:, i : i + size]) for i in range(count)]
+def moving_frames(count: int, size: int = 32, step: int = 1) -> list[np.ndarray]:
+    """A test card seen through a window that slides ``step`` pixels right per frame."""
+    wide = make_image(size, size + step * count)
+    return [np.ascontiguousarray(wide[:, step * i : step * i + size]) for i in range(count)]
 
 
 # ---------------------------------------------------------------- base model files
@@ -397,12 +397,6 @@ def test_sequence_settings_are_checked():
 
 # ---------------------------------------------------------------- canvas offsets (camera motion)
 
-def panning_frames(count: int, step: int, size: int = 32) -> list[np.ndarray]:
-    """A test card seen through a window that slides ``step`` pixels right per frame."""
-    wide = make_image(size, size + step * count)
-    return [np.ascontiguousarray(wide[:, step * i : step * i + size]) for i in range(count)]
-
-
 def test_find_canvas_offset_recovers_a_pan_from_where_the_last_frame_was():
     from dipcodec.transfer.motion import find_canvas_offset
 
@@ -435,14 +429,14 @@ def test_find_canvas_offset_recovers_a_pan_from_where_the_last_frame_was():
 
 def test_a_sequence_of_frames_under_16_pixels_searches_motion_too():
     results = []
-    data = dipcodec.encode_sequence(panning_frames(2, 2, 10), quality=75, preset="fast",
+    data = dipcodec.encode_sequence(moving_frames(2, 10, step=2), quality=75, preset="fast",
                                     on_frame=lambda i, r, s: results.append(r))
     for out, result in zip(dipcodec.decode_sequence(data), results):
         np.testing.assert_array_equal(out, result.pixels)
 
 
 def test_a_panning_sequence_rolls_its_canvas_and_decodes_to_what_the_encoder_saw(tmp_path, capsys):
-    frames = panning_frames(3, 3)
+    frames = moving_frames(3, step=3)
     results = []
     data = dipcodec.encode_sequence(frames, bpp=4.0, preset="fast", on_frame=lambda i, r, s: results.append(r))
     sequence = unpack_sequence(data)
@@ -470,7 +464,7 @@ def test_without_motion_a_sequence_is_written_as_version_1(tmp_path, capsys):
     from test_cli import run
 
     paths = []
-    for i, frame in enumerate(panning_frames(2, 3, 24)):
+    for i, frame in enumerate(moving_frames(2, 24, step=3)):
         paths.append(tmp_path / f"f{i}.png")
         Image.fromarray(frame).save(paths[-1])
     for flags, version in [(["--no-motion"], 1), ([], 2)]:
