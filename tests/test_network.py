@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import dipcodec
+from dipcodec import network
 from dipcodec.container import VERSION, Bitstream, network_bytes, pack, parse_network
 from dipcodec.entropy import encode_symbols, fit_model
 from dipcodec.errors import DecodeError
@@ -60,6 +61,22 @@ def test_bicubic_upsampling_is_torchs_in_blocks(height, width):
     assert torch.max(torch.abs(upsample2x(x, "bicubic") - reference)).item() < 1e-12
     assert torch.max(torch.abs(upsample2x(x, "bicubic") - upsample2x(x, "bilinear"))).item() > 1e-3
 
+
+
+@pytest.mark.parametrize("kernel, bias", [(1, False), (1, True), (3, True)])
+def test_convolve_is_conv2d_forward_and_backward(kernel, bias):
+    # 1x1 kernels run as matrix products: the same function and the same gradients, up to rounding.
+    rng = np.random.default_rng(kernel)
+    x = torch.from_numpy(rng.normal(size=(2, 5, 6, 7))).requires_grad_()
+    w = torch.from_numpy(rng.normal(size=(4, 5, kernel, kernel))).requires_grad_()
+    b = torch.from_numpy(rng.normal(size=4)).requires_grad_() if bias else None
+    ours, torchs = network._convolve(x, w, b), F.conv2d(x, w, b)
+    assert ours.shape == torchs.shape == (2, 4, 7 - kernel, 8 - kernel)
+    assert torch.allclose(ours, torchs, rtol=0, atol=1e-12)
+    grad = torch.from_numpy(rng.normal(size=ours.shape))
+    inputs = [x, w] + ([b] if bias else [])
+    for mine, reference in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(torchs, inputs, grad)):
+        assert torch.allclose(mine, reference, rtol=0, atol=1e-12)
 
 def test_bicubic_networks_are_upsample_byte_2_from_version_4_on():
     from dipcodec.container import file_version
@@ -190,8 +207,8 @@ def test_full_float32_holds_until_the_last_thread_leaves():
 def test_the_fit_and_the_decoder_convolve_in_float32(monkeypatch):
     """On a GPU, TF32 convolutions would make a file decode to other pixels than on a CPU."""
     seen = []
-    conv2d = F.conv2d
-    monkeypatch.setattr(F, "conv2d", lambda *a, **k: (seen.append(_tf32_allowed()), conv2d(*a, **k))[1])
+    convolve = network._convolve
+    monkeypatch.setattr(network, "_convolve", lambda *a, **k: (seen.append(_tf32_allowed()), convolve(*a, **k))[1])
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     data = dipcodec.encode(image, bpp=8.0, preset="fast")
     coded = len(seen)
