@@ -48,16 +48,16 @@ PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
     # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
-    # (stretched_schedule). fast's 450 are what its minute affords a network a third dearer (600 at
-    # the default quality, 479 at 0.75 bpp), and a dearer one gets fewer; restorations, which are
-    # sized for no network, fit the 450 as measured. default's dearer networks get fewer too (1758
-    # at 0.75 bpp, where 2200 took up to 5.2 minutes). best's keep the count, so that its measured
-    # 0.75 bpp files stand; above that rate it would run past its 10 minutes (BENCHMARKS.md).
-    # fast and default forget old gradients sooner (Adam's beta2 0.95); best keeps PyTorch's 0.999
-    # until it is measured on a GPU, so that its files stand (BENCHMARKS.md, "Adam's memory").
-    "fast": FitSchedule(iterations=450, qat_iterations=60, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
+    # (stretched_schedule). fast's 585 are what its minute affords a network a third dearer (780 at
+    # the default quality, 623 at 0.75 bpp), and a dearer one gets fewer; restorations, which are
+    # sized for no network, fit the 585. default's dearer networks get fewer too (2285 at 0.75 bpp).
+    # fast and default had 450 and 2200 until 1x1 convolutions became matrix products, which cut an
+    # iteration's time by a quarter: 1.3 times as many take the time the old count did. best keeps
+    # its count, and PyTorch's beta2 0.999, until it is measured on a GPU (BENCHMARKS.md).
+    # fast and default forget old gradients sooner (Adam's beta2 0.95; BENCHMARKS.md, "Adam's memory").
+    "fast": FitSchedule(iterations=585, qat_iterations=78, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
                         adam_beta2=0.95),
-    "default": FitSchedule(iterations=2200, qat_iterations=300, sized_for_cost=PRESET_COST, min_stretch=0.5,
+    "default": FitSchedule(iterations=2860, qat_iterations=390, sized_for_cost=PRESET_COST, min_stretch=0.5,
                            adam_beta2=0.95),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
@@ -65,7 +65,8 @@ DEFAULT_QUALITY = 75
 ELEMENTWISE_COST = 344.0
 """An iteration's work per pixel besides its multiply-adds (normalizations, sines, upsampling), in
 multiply-add equivalents: fitted to the sine network's iteration times on 768x512 on the reference
-machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets")."""
+machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets"). With
+1x1 convolutions as matrix products (33.7, 47.7 and 56.8 ms) the same fit gives 339."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
 BITS_PER_WEIGHT = 8.0
