@@ -22,8 +22,8 @@ from .container import MAX_ACTIVATION_RATIO, Bitstream, Reference, check_network
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
-from .fit import (FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse, quantization_aware_fit,
-                  rounding_sensitivities)
+from .fit import (CanvasMSE, FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse,
+                  quantization_aware_fit, rounding_sensitivities)
 from .images import as_array
 from .network import (Activation, CanvasOffset, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost,
                       fixed_input, full_float32, reference_weights, roll_canvas)
@@ -606,6 +606,8 @@ class FittedNetwork:
         canvas, for a start with a canvas offset."""
         if not any(self.offset):
             return loss_fn
+        if loss_fn is image_mse:  # the fit's objective recognizes it and skips the pixel shuffle
+            return CanvasMSE(self.offset)
         return lambda output, target: loss_fn(roll_canvas(output, self.offset), target)
 
     def output(self) -> torch.Tensor:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import Generator, full_float32
+from .network import CanvasOffset, Generator, full_float32, padded_size, roll_canvas
 from .quantize import step_from_code
 
 __all__ = ["FitSchedule", "DEFAULT_BETA2", "IterationCallback", "Loss", "fit", "rounding_sensitivities",
-           "quantization_aware_fit", "psnr_from_mse", "image_mse", "Objective", "objective"]
+           "quantization_aware_fit", "psnr_from_mse", "image_mse", "CanvasMSE", "Objective", "objective"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
@@ -73,6 +73,17 @@ def image_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(output[..., :h, :w], target)
 
 
+@dataclass(frozen=True)
+class CanvasMSE:
+    """The plain loss of a canvas the decoder rolls by ``offset`` before it crops the image
+    (``network.roll_canvas``: a sequence frame that follows the camera)."""
+
+    offset: CanvasOffset
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return image_mse(roll_canvas(output, self.offset), target)
+
+
 Objective = Callable[[list[torch.Tensor] | None, torch.Tensor], torch.Tensor]
 """(weights or None for the network's own, network input) -> loss."""
 
@@ -81,14 +92,31 @@ def objective(net: Generator, target: torch.Tensor, loss_fn: Loss = image_mse) -
     """The loss of the network's output on an input. The plain loss skips the pixel shuffle where
     it can (image sides multiples of the shuffle): it compares the packed output with the target
     unshuffled once, the same differences permuted, and saves two passes over the full-size image
-    each iteration."""
+    each iteration. A rolled canvas's loss (:class:`CanvasMSE`) does the same with the target rolled
+    back onto the canvas, the pixels the crop drops weighed zero."""
     s = net.config.shuffle
     h, w = target.shape[-2:]
+    if isinstance(loss_fn, CanvasMSE) and s > 1:
+        return _canvas_objective(net, target, loss_fn.offset)
     if loss_fn is not image_mse or s == 1 or h % s or w % s:
         return lambda weights, net_input: loss_fn(net(net_input, weights), target)
     packed = F.pixel_unshuffle(target, s)
     return lambda weights, net_input: F.mse_loss(net(net_input, weights, packed=True)[..., : h // s, : w // s],
                                                  packed)
+
+
+def _canvas_objective(net: Generator, target: torch.Tensor, offset: CanvasOffset) -> Objective:
+    """``objective`` of ``CanvasMSE(offset)``: the image's pixel (y, x) is the canvas's
+    ((y - dy) mod H, (x - dx) mod W), so the target padded to the canvas and rolled by (-dy, -dx)
+    lines up with the canvas, and a 0/1 weight keeps only the pixels the decoder shows."""
+    s, (n, c, h, w) = net.config.shuffle, target.shape
+    ph, pw = padded_size(net.config, h, w)
+    back = (-offset[0], -offset[1])
+    to_canvas = lambda image: F.pixel_unshuffle(torch.roll(F.pad(image, (0, pw - w, 0, ph - h)), back, (-2, -1)), s)
+    packed = to_canvas(target)
+    shown = to_canvas(torch.ones_like(target))
+    return lambda weights, net_input: ((net(net_input, weights, packed=True) - packed) * shown).square().sum() / (
+        n * c * h * w)
 
 
 @full_float32()

@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_image
 from dipcodec.encoder import _Coder, _weights_of, choose_network
-from dipcodec.fit import DEFAULT_BETA2, FitSchedule, fit, image_mse, objective, rounding_sensitivities
+from dipcodec.fit import DEFAULT_BETA2, CanvasMSE, FitSchedule, fit, image_mse, objective, rounding_sensitivities
 from dipcodec.network import Generator, fixed_input, reference_weights
 from dipcodec.quantize import step_codes_for, step_from_code, step_scales
 
@@ -146,13 +146,8 @@ def test_warm_started_frames_fit_with_their_own_adam_memory():
     assert {warm_schedule(PRESETS[p], 30.0).adam_beta2 for p in ("fast", "default", "best")} == {WARM_BETA2}
 
 
-@pytest.mark.parametrize("size, packs", [((64, 64), True), ((40, 36), True), ((33, 35), False)],
-                         ids=["stride", "padded", "odd"])
-def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size, packs, monkeypatch):
-    """The fit's loss skips the pixel shuffle where the sides allow it (``objective``): the loss must
-    stay the image MSE (up to summation order) and the gradients be the very same numbers, so that
-    files do not change. Sides of the stride and sides the network pads skip the shuffle; odd sides
-    fall back to the shuffled image."""
+def _network_counting_shuffles(size: tuple[int, int], monkeypatch) -> tuple:
+    """A list the pixel shuffles will be logged to, the encoder's network for this size, its input, a target."""
     import dipcodec.network as network_module
 
     shuffles, shuffle = [], torch.nn.functional.pixel_shuffle
@@ -161,20 +156,53 @@ def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size, pack
     config = choose_network(height, width, 3, 2.0 * height * width)
     assert config.shuffle == 2
     net = Generator(config).load(reference_weights(config, 0))
-    noise = fixed_input(config, 0, height, width)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(1))
+    return shuffles, net, fixed_input(config, 0, height, width), target
+
+
+def _losses_and_gradients(net: Generator, shuffles: list, *ways) -> tuple[list[float], list[list]]:
+    """Each way's loss and gradients; ``shuffles`` is left with the last way's pixel shuffles."""
     losses, grads = [], []
-    for loss_of in (lambda: image_mse(net(noise), target), lambda: objective(net, target)(None, noise)):
+    for loss_of in ways:
         net.zero_grad(set_to_none=True)
         shuffles.clear()
         loss = loss_of()
         loss.backward()
         losses.append(loss.item())
         grads.append([p.grad.clone() for p in net.parameters()])
+    return losses, grads
+
+
+@pytest.mark.parametrize("size, packs", [((64, 64), True), ((40, 36), True), ((33, 35), False)],
+                         ids=["stride", "padded", "odd"])
+def test_the_plain_objective_is_the_image_mse_with_the_same_gradients(size, packs, monkeypatch):
+    """The fit's loss skips the pixel shuffle where the sides allow it (``objective``): the loss must
+    stay the image MSE (up to summation order) and the gradients be the very same numbers, so that
+    files do not change. Sides of the stride and sides the network pads skip the shuffle; odd sides
+    fall back to the shuffled image."""
+    shuffles, net, noise, target = _network_counting_shuffles(size, monkeypatch)
+    losses, grads = _losses_and_gradients(net, shuffles, lambda: image_mse(net(noise), target),
+                                          lambda: objective(net, target)(None, noise))
     assert shuffles == ([] if packs else [2])
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
     for plain, packed in zip(*grads, strict=True):
         assert torch.equal(plain, packed)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (40, 36), (33, 35)], ids=["stride", "padded", "odd"])
+@pytest.mark.parametrize("offset", [(1, 2), (5, 0), (13, 7)])
+def test_a_rolled_canvas_objective_is_its_image_mse_without_the_shuffle(size, offset, monkeypatch):
+    """A frame that follows the camera (``CanvasMSE``) also skips the pixel shuffle, at any sides:
+    the target goes back onto the canvas instead. Same loss and gradients, up to summation order."""
+    shuffles, net, noise, target = _network_counting_shuffles(size, monkeypatch)
+    rolled = CanvasMSE(offset)
+    losses, grads = _losses_and_gradients(net, shuffles, lambda: rolled(net(noise), target),
+                                          lambda: objective(net, target, rolled)(None, noise))
+    assert shuffles == []
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert losses[0] != pytest.approx(image_mse(net(noise), target).item(), rel=1e-3)  # the roll matters
+    for plain, packed in zip(*grads, strict=True):
+        assert torch.allclose(plain, packed, rtol=1e-4, atol=1e-7)
 
 
 def test_the_objective_keeps_a_restorations_own_loss():

@@ -2,6 +2,7 @@
 """Cost of one fitting iteration (forward, backward, Adam step) of the network the encoder picks.
 
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
+                                [--compare-loss] [--offset DY,DX]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -12,7 +13,8 @@ it on a quiet machine; the timings of a busy one mean little.
 ``--compare-loss`` also times the loss the fit used before ``fit.objective`` (on the pixel-shuffled
 image), one iteration of each in turn (which goes first alternates) on the same input, and prints
 the median of the paired ratios: on a machine whose speed drifts, alternating is what makes the two
-comparable.
+comparable. ``--offset DY,DX`` times the loss of a canvas rolled by that offset instead (a sequence
+frame that follows the camera, ``fit.CanvasMSE``), both ways.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import PRESETS, choose_network, iteration_cost, stretched_schedule
-from dipcodec.fit import image_mse, objective
+from dipcodec.fit import CanvasMSE, image_mse, objective
 from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
 
 
@@ -36,9 +38,11 @@ LossKind = Literal["objective", "shuffled"]
 
 @full_float32()  # as the encoder's fit runs
 def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
-                 losses: tuple[LossKind, ...] = ("objective",)) -> tuple[NetworkConfig, dict[str, list[float]]]:
+                 losses: tuple[LossKind, ...] = ("objective",),
+                 offset: tuple[int, int] = (0, 0)) -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
-    plain MSE of the shuffled image) the milliseconds of each timed iteration, the losses in turn."""
+    plain MSE of the shuffled image, rolled by ``offset`` first) the milliseconds of each timed
+    iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
     noise = fixed_input(config, 0, height, width).to(dev)
@@ -46,10 +50,11 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
     if not set(losses) <= {"objective", "shuffled"}:
         raise ValueError(f"unknown loss in {losses}")
     runs = []
+    loss_fn = CanvasMSE(offset) if any(offset) else image_mse
     for name in losses:
         net = Generator(config).load(reference_weights(config, 0)).to(dev)
-        loss_of = objective(net, target) if name == "objective" else (
-            lambda weights, net_input, net=net: image_mse(net(net_input, weights), target))
+        loss_of = objective(net, target, loss_fn) if name == "objective" else (
+            lambda weights, net_input, net=net: loss_fn(net(net_input, weights), target))
         runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02)))
     times: dict[str, list[float]] = {name: [] for name in losses}
     for i in range(3 + repeats):
@@ -78,12 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--compare-loss", action="store_true",
                    help="also time the loss on the shuffled image, alternating, and print the paired ratio")
+    p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
+                   help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
+    offset = args.offset
     losses = ("objective", "shuffled") if args.compare_loss else ("objective",)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"canvas offset {offset[0]},{offset[1]}")
     for bpp in (float(b) for b in args.bpp.split(",")):
-        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses)
+        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses, offset)
         times = runs["objective"]
         q1, _, q3 = statistics.quantiles(times, n=4)
         iterations = "/".join(str(stretched_schedule(s, config, height, width).iterations) for s in PRESETS.values())

@@ -4,7 +4,7 @@
     python tools/quantization_gap.py kodim07 0.5 --iterations 2200 --qat 300@0.0005 300@0.002 600@0.001
 
 Fits the network the encoder picks for the rate (``--iterations`` float iterations, the default
-preset's 2200 unless told), then, on the grid rate control would choose (1% under the target):
+preset's count before 2026-11-24 unless told), then, on the grid rate control would choose (1% under the target):
 prints the float PSNR, the PSNR right after rounding with steps from the delta RMS alone and with
 the sensitivity-allotted steps the encoder uses, and the PSNR after each quantization-aware
 variant given as ITERATIONS@LEARNING_RATE (each starts again from the float weights; ``noise`` as a
