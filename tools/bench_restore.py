@@ -2,7 +2,7 @@
 """Restoration benchmarks: subtitle removal, 4x super-resolution and denoising, against the classic baselines.
 
     python tools/bench_restore.py subtitles [--frames 0,5,10,15] [--preset fast] [--json OUT]
-    python tools/bench_restore.py subtitles-seq --frames 0,1,2,3 --preset fast [--json OUT]
+    python tools/bench_restore.py subtitles-seq --frames 0,1,2,3 --preset fast [--no-motion] [--json OUT]
     python tools/bench_restore.py sr        [--images kodak6] [--crop 256] [--preset default] [--json OUT]
     python tools/bench_restore.py denoise   [--images kodak6] [--crop 256] [--sigma 25] [--preset default] [--json OUT]
 
@@ -46,6 +46,7 @@ from dipcodec.restoration import restore as restore_module
 from dipcodec.restoration.downsample import back_project
 from dipcodec.restoration.subtitles import subtitle_mask
 from dipcodec.restoration.wiener import sliding_dct_denoise
+from dipcodec.transfer.sequence import sequence_info
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -110,7 +111,8 @@ def subtitles(args: argparse.Namespace) -> list[dict]:
 
 
 def subtitles_sequence(args: argparse.Namespace) -> list[dict]:
-    """The chosen camel frames as one sequence: ``encode_sequence(..., mask="subtitles")``, decoded."""
+    """The chosen camel frames as one sequence: ``encode_sequence(..., mask="subtitles")`` (canvas
+    offsets searched unless ``--no-motion``), decoded; each frame's offset is reported."""
     from skimage.restoration import inpaint_biharmonic
 
     seq = DATA / "seq" / "camel"
@@ -120,21 +122,24 @@ def subtitles_sequence(args: argparse.Namespace) -> list[dict]:
     timing: list[tuple[float, int]] = []
     calls: list[int] = []
     data = dipcodec.encode_sequence(subtitled, quality=75, preset=args.preset, mask="subtitles",
-                                    progress=lambda done, total, _: calls.append(done),
+                                    motion=not args.no_motion, progress=lambda done, total, _: calls.append(done),
                                     on_frame=lambda i, r, s: (timing.append((s, len(calls))), calls.clear()))
     decoded = dipcodec.decode_sequence(data)
+    offsets = [f["canvas_offset"] for f in sequence_info(data)["frame_info"]]
     rows = []
-    for path, image, out, (seconds, iterations) in zip(chosen, subtitled, decoded, timing):
+    for path, image, out, (seconds, iterations), offset in zip(chosen, subtitled, decoded, timing, offsets,
+                                                               strict=True):
         clean = load_rgb(seq / "clean" / path.name)
         truth = np.asarray(Image.open(seq / "subtitle_mask" / path.name).convert("L")) >= 128
         biharmonic = np.clip(np.round(inpaint_biharmonic(image, subtitle_mask(image), channel_axis=-1) * 255), 0, 255)
         row = dict(frame=path.name, psnr=psnr(clean[truth], out[truth]),
                    biharmonic_psnr=psnr(clean[truth], biharmonic.astype(np.uint8)[truth]),
-                   outside_psnr=psnr(clean[~truth], out[~truth]), seconds=seconds, iterations=iterations)
+                   outside_psnr=psnr(clean[~truth], out[~truth]), seconds=seconds, iterations=iterations,
+                   canvas_offset=offset)
         rows.append(row)
         print(f"{row['frame']}: in the true mask, dipcodec sequence {row['psnr']:.2f} dB, biharmonic "
               f"{row['biharmonic_psnr']:.2f} dB; outside it {row['outside_psnr']:.2f} dB; {seconds:.0f} s "
-              f"({iterations} iterations)", flush=True)
+              f"({iterations} iterations), canvas offset {offset[0]},{offset[1]}", flush=True)
     print(f"sequence file: {len(data)} bytes for {len(chosen)} frames")
     return rows
 
@@ -229,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
                    "(default INPUT_JITTER)")
     p.add_argument("--coded", type=float, metavar="BPP", help="sr, denoise: code a file at this rate and decode it")
     p.add_argument("--references-only", action="store_true", help="sr, denoise: the classic references alone")
+    p.add_argument("--no-motion", action="store_true", help="subtitles-seq: no canvas offsets (encode-seq --no-motion)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.coded is not None and args.mode not in ("sr", "denoise"):
         p.error("--coded is for sr and denoise")
     if args.references_only and args.mode not in ("sr", "denoise"):
         p.error("--references-only is for sr and denoise")
+    if args.no_motion and args.mode != "subtitles-seq":
+        p.error("--no-motion is for subtitles-seq")
     if args.margin is not None:
         if args.margin < 1:
             p.error("--margin must be at least 1 (the window needs known pixels)")
