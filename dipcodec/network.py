@@ -263,9 +263,9 @@ class Generator(nn.Module):
 
 
 def _convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias)``; a 1x1 kernel as one matrix product, which on a CPU runs its
-    forward and backward passes in about 40% less time than the convolution's (``tools/bench_speed.py``).
-    The two differ only in float32 rounding (docs/FORMAT.md §6)."""
+    """``F.conv2d(x, weight, bias)``; a 1x1 kernel as one matrix product. On a CPU that takes a
+    quarter off a fitting iteration (BENCHMARKS.md, "1x1 convolutions as matrix products"). The two
+    differ only in float32 rounding (docs/FORMAT.md §6)."""
     if weight.shape[-2:] != (1, 1):
         return F.conv2d(x, weight, bias)
     n, c, h, w = x.shape
