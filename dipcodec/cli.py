@@ -426,14 +426,22 @@ def _info(args: argparse.Namespace) -> None:
         f"  network      {len(arch['channels'])} stages of widths {arch['channels']}, kernels {arch['kernel_sizes']}, "
         f"shuffle {arch['shuffle']}, {arch['upsample']} upsampling, {arch['activation']}",
         f"  parameters   {details['parameters']}",
-        "  post-filter  " + (f"{pf['taps']}x{pf['taps']} taps per channel, coefficients in units of 2^-{pf['precision']}"
-                             if (pf := details["post_filter"]) else "none"),
+        "  post-filter  " + (f"{pf['taps']}x{pf['taps']} taps per channel" + _filter_classes(pf)
+                             + f", coefficients in units of 2^-{pf['precision']}" if (pf := details["post_filter"]) else "none"),
         f"  reference    {details['reference']}" + (f" {details['base_id']}" if details["base_id"] else "")
         + f", seed {details['seed']}",
         "  sections     " + ", ".join(f"{k} {v} B" for k, v in details["section_bytes"].items()),
         f"  rate         {details['bits_per_weight']:.3f} bits/weight, {details['bpp']:.4f} bpp",
     ]
     print("\n".join(lines))
+
+
+def _filter_classes(post_filter: dict) -> str:
+    """How a post-filter's classes read in ``info``: nothing for one class."""
+    parts = ["4 phases"] if post_filter["phases"] > 1 else []
+    if post_filter["thresholds"]:
+        parts.append(f"{len(post_filter['thresholds']) + 1} activity bands (from {post_filter['thresholds']})")
+    return f" and class ({' x '.join(parts)})" if parts else ""
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ import zstandard
 from .entropy import TensorModel
 from .errors import DecodeError
 from .network import ACTIVATIONS, NetworkConfig, Upsample, decode_cost, padded_size
-from .postfilter import MAX_CODE, PostFilter
+from .postfilter import MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter
 from .quantize import STEP_CODE_RANGE
 
 __all__ = [
@@ -29,19 +29,21 @@ __all__ = [
 ]
 
 MAGIC = b"DIPC"
-VERSION = 5
+VERSION = 6
 """The newest version, which this decoder reads. Version 2 gave modes 2 (super-resolution, with a
 scale byte) and 3 (denoise) their meaning; version 3 added the network description's activation byte
 (sine networks); version 4 the upsampling byte's value 2 (bicubic); version 5 the post-filter
-section ``F``; everything else is as in version 1. The encoder writes the oldest version that holds
+section ``F``; version 6 its classes (phases and activity bands); everything else is as in version 1. The encoder writes the oldest version that holds
 a file (:func:`file_version`), so a file without a post-filter still reads in older decoders."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 ACTIVATION_SINCE = 3
 """The first ``.dip`` version whose network description may end with an activation byte."""
 BICUBIC_SINCE = 4
 """The first ``.dip`` version whose network may upsample bicubically."""
 POST_FILTER_SINCE = 5
 """The first ``.dip`` version that may hold a post-filter section (plain files only)."""
+FILTER_CLASSES_SINCE = 6
+"""The first ``.dip`` version whose post-filter section declares classes (phases and activity bands)."""
 MIN_SIDE, MAX_SIDE = 8, 4096
 MAX_FILE_BYTES = 64 << 20
 """No valid file comes near this (2**21 weights at 24 bits each is 6 MiB); readers stop here."""
@@ -185,16 +187,21 @@ def _section(tag: bytes, payload: bytes) -> bytes:
 
 
 def post_filter_section(post_filter: PostFilter) -> bytes:
-    """Section ``F`` whole: its payload is taps, precision, then every channel's codes as zigzag varints."""
-    codes = b"".join(zigzag(v) for channel in post_filter.codes for v in channel)
-    return _section(TAG_FILTER, bytes([post_filter.taps, post_filter.precision]) + codes)
+    """Section ``F`` whole: its payload is taps and precision; for a filter with classes (version 6)
+    phases, bands and the activity thresholds; then every channel's (and class's) codes as zigzag varints."""
+    head = bytes([post_filter.taps, post_filter.precision])
+    if post_filter.classes > 1:
+        head += bytes([post_filter.phases, len(post_filter.thresholds) + 1])
+        head += b"".join(varint(t) for t in post_filter.thresholds)
+    codes = b"".join(zigzag(v) for filter_codes in post_filter.codes for v in filter_codes)
+    return _section(TAG_FILTER, head + codes)
 
 
 def file_version(network: NetworkConfig, post_filter: PostFilter | None = None) -> int:
-    """The oldest version that can hold a file: 5 with a post-filter, else 4 if the network
-    upsamples bicubically, else 3."""
+    """The oldest version that can hold a file: 6 with a post-filter of several classes, 5 with one
+    of one class, else 4 if the network upsamples bicubically, else 3."""
     if post_filter is not None:
-        return POST_FILTER_SINCE
+        return FILTER_CLASSES_SINCE if post_filter.classes > 1 else POST_FILTER_SINCE
     return BICUBIC_SINCE if network.upsample == "bicubic" else ACTIVATION_SINCE
 
 
@@ -306,17 +313,25 @@ def _parse_table(payload: bytes, count: int) -> tuple[tuple[int, ...], tuple[Ten
     return tuple(codes), tuple(models)
 
 
-def _parse_post_filter(payload: bytes, channels: int) -> PostFilter:
+def _parse_post_filter(payload: bytes, channels: int, version: int) -> PostFilter:
     """Section ``F``, every limit checked as it is read (so that nothing further is left to validate)."""
     r = Reader(payload, "post-filter section")
     taps, precision = r.u8("taps"), r.u8("precision")
     PostFilter.check_layout(taps, precision)
+    phases, thresholds = 1, ()
+    if version >= FILTER_CLASSES_SINCE:
+        phases, bands = r.u8("phases"), r.u8("bands")
+        if not 1 <= bands <= MAX_BANDS:
+            raise DecodeError(f"post-filter bands {bands} out of range (1 to {MAX_BANDS})")
+        thresholds = tuple(r.varint("activity threshold", MAX_THRESHOLD) for _ in range(bands - 1))
+        PostFilter.check_classes(phases, thresholds)
+    classes = phases * (len(thresholds) + 1)
     # The zigzag limit lets -(MAX_CODE + 1) through: check_code catches it before reading on.
     codes = tuple(tuple(PostFilter.check_code(r.zigzag("post-filter coefficient", MAX_CODE))
-                        for _ in range(taps * taps + 1)) for _ in range(channels))
+                        for _ in range(taps * taps + 1)) for _ in range(channels * classes))
     if not r.done():
         raise DecodeError("post-filter section has trailing bytes")
-    return PostFilter(taps, precision, codes)
+    return PostFilter(taps, precision, codes, phases, thresholds)
 
 
 def framed_body(data: bytes, magic: bytes, versions: tuple[int, ...], what: str, *, min_size: int,
@@ -421,7 +436,7 @@ def unpack(data: bytes) -> Bitstream:
             raise DecodeError(f"a post-filter section is not defined before version {POST_FILTER_SINCE}")
         if MODES[f["mode"]] != "plain":
             raise DecodeError("a post-filter section is defined only for plain files (mode 0)")
-        post_filter = _parse_post_filter(sections[TAG_FILTER], ch)
+        post_filter = _parse_post_filter(sections[TAG_FILTER], ch, f["version"])
     return Bitstream(
         width=w, height=h, channels=ch, seed=f["seed"], network=network, step_codes=codes, models=models,
         weights=sections[TAG_WEIGHTS], mode=MODES[f["mode"]], reference=REFERENCES[f["reference"]], base_id=base_id,

@@ -148,7 +148,8 @@ def info(data: bytes) -> dict:
             "activation": cfg.activation,
         },
         "parameters": params,
-        "post_filter": ({"taps": stream.post_filter.taps, "precision": stream.post_filter.precision}
+        "post_filter": ({"taps": stream.post_filter.taps, "precision": stream.post_filter.precision,
+                         "phases": stream.post_filter.phases, "thresholds": list(stream.post_filter.thresholds)}
                         if stream.post_filter else None),
         "section_bytes": section_sizes(data),
         "bits_per_weight": round(8 * len(stream.weights) / params, 4),

@@ -27,7 +27,7 @@ from .fit import (CanvasMSE, FitSchedule, IterationCallback, Loss, fit, image_ms
 from .images import as_array
 from .network import (Activation, CanvasOffset, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost,
                       fixed_input, full_float32, reference_weights, roll_canvas)
-from .postfilter import PostFilter, normal_equations, solve_post_filter
+from .postfilter import PostFilter, activity, classify, normal_equations, solve_post_filter
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, purpose_of, restoration_for
 
@@ -38,7 +38,7 @@ __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", 
            "choose_network", "widest_network", "network_layout", "iteration_cost", "stretched_schedule",
            "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
            "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "choose_post_filter",
-           "POST_FILTER_TAPS", "POST_FILTER_PRECISION"]
+           "POST_FILTER_TAPS", "POST_FILTER_CLASSES", "POST_FILTER_PRECISION"]
 
 Preset = Literal["fast", "default", "best"]
 PRESET_COST = 726.6
@@ -92,6 +92,14 @@ POST_FILTER_TAPS = (3, 5, 7)
 BD-rate against JPEG from +29.3% to +21.5%, 5x5 to +17.0%, 7x7 to +16.3%; BENCHMARKS.md)."""
 POST_FILTER_PRECISION = 8
 """Coefficients in units of 2^-8 (2^-6 gave +22.5% where 2^-8 gave +17.0%; 2^-9 no better by that rule)."""
+POST_FILTER_CLASSES = ((1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4))
+"""The (phases, activity bands) each size is tried with. Bands split the pixels at the quartiles
+(or the median) of their activity, so every classification is a merger of the finest one and one
+pass of normal equations serves them all. Refitted offline to the network images of the kodak6
+``fast`` units, the best of these per file was 0.16 dB above the files' single filter, counting
+the coefficients' bytes at GRID_DB_PER_OCTAVE (BENCHMARKS.md, "Post-filters by class")."""
+MIN_CLASS_PIXELS = 4
+"""A filter with classes needs at least this many pixels per coefficient in each class."""
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
@@ -219,6 +227,8 @@ class _Coder:
         self.weights, self.reference, self.header, self.scales = weights, reference, header, scales
         self.post_filter: PostFilter | None = None
         """Packed with every file, so that rate control counts its section."""
+        self.tuning_filter: PostFilter | None = None
+        """The one-class filter of the post-filter's size that the quantization-aware phase tunes through."""
 
     def pack(self, fineness: float) -> tuple[bytes, list[int]]:
         codes = step_codes_for(self.scales, fineness)
@@ -403,10 +413,12 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
         if restoration is None and target_bytes is None and coder.post_filter is None:
             # No rate to meet: the filter to tune through is the one the float fit's image would get
             # (under --bpp, rate control's reserved one).
-            coder.post_filter = choose_post_filter(_as_pixels(fitted.output()), pixels, len(coder.pack_codes(codes)))
+            image = _as_pixels(fitted.output())
+            coder.post_filter = choose_post_filter(image, pixels, len(coder.pack_codes(codes)))
+            coder.tuning_filter = _tuning_filter(coder.post_filter, image, pixels)
         # Tuned through the filter, the rounded network makes the image the filter corrects best
         # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
-        loss_fn = fitted.on_canvas(_filtered_loss(coder.post_filter)) if coder.post_filter else quant_loss
+        loss_fn = fitted.on_canvas(_filtered_loss(coder.tuning_filter)) if coder.tuning_filter else quant_loss
         quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done, loss_fn)
         done += iterations
         coder.weights = _weights_of(net)
@@ -477,53 +489,95 @@ def _best_grid(coder: _Coder, grids: tuple[tuple[int, ...], ...], net: Generator
 
 
 def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndarray, aim: int) -> list[int]:
-    """Decide whether rate control keeps bytes for a post-filter (``coder.post_filter``: the filter
-    chosen on the float fit's image, standing in for the one chosen at the end), by measuring both:
-    the rounded network on the grid that fits ``aim``, against the filtered rounded network on the
-    coarser grid that fits beside the filter. Returns that grid's step codes."""
-    _, plain_codes = coder.largest_under(aim)
-    coder.post_filter = choose_post_filter(_as_pixels(fitted.output()), pixels, aim, fixed_total=True)
-    if coder.post_filter is None:
-        return plain_codes
-    _, filtered_codes = coder.largest_under(aim)
+    """Decide whether rate control keeps bytes for a post-filter (``coder.post_filter``: a filter
+    chosen on the float fit's image, standing in for the one chosen at the end), by measuring each
+    option: the rounded network on the grid that fits ``aim``, against the filtered rounded network
+    on the coarser grid that fits beside the best filter, and beside the best one-class filter (a
+    filter with classes can cost more bytes than the rounded network can spare). Returns the chosen
+    grid's step codes."""
+    image = _as_pixels(fitted.output())
+    options: dict[PostFilter | None, list[int]] = {}
+    for post_filter in (None, *(choose_post_filter(image, pixels, aim, fixed_total=True, one_class=one_class)
+                                for one_class in (False, True))):
+        if post_filter not in options:
+            coder.post_filter = post_filter
+            options[post_filter] = coder.largest_under(aim)[1]
 
-    def rounded_mse(codes: list[int], post_filter: PostFilter | None) -> float:
-        decoded = fitted.render(coder.dequantized(codes))
+    def rounded_mse(post_filter: PostFilter | None) -> float:
+        decoded = fitted.render(coder.dequantized(options[post_filter]))
         return _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
 
-    if rounded_mse(filtered_codes, coder.post_filter) < rounded_mse(plain_codes, None):
-        return filtered_codes
-    coder.post_filter = None
-    return plain_codes
+    coder.post_filter = min(options, key=rounded_mse) if len(options) > 1 else None  # ties keep the first: none
+    coder.tuning_filter = _tuning_filter(coder.post_filter, image, pixels)
+    return options[coder.post_filter]
 
 
 def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes: int, *,
                        max_bytes: int | None = None, fixed_total: bool = False,
-                       also: tuple[PostFilter, ...] = ()) -> PostFilter | None:
-    """The least-squares post-filter (of POST_FILTER_TAPS, or ``also``) whose filtered image scores
-    best in PSNR less GRID_DB_PER_OCTAVE per doubling of the file's bytes (``network_bytes`` plus
-    its section), with the file at most ``max_bytes``. With ``fixed_total`` the file is
-    ``network_bytes`` in all, and the score is PSNR plus GRID_DB_PER_OCTAVE per doubling of the bytes
-    the section leaves the network (a section of half the file or more is never chosen). None when
+                       also: tuple[PostFilter, ...] = (), one_class: bool = False) -> PostFilter | None:
+    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, only one class with
+    ``one_class``, or ``also``) whose
+    filtered image scores best in PSNR less GRID_DB_PER_OCTAVE per doubling of the file's bytes
+    (``network_bytes`` plus its section), with the file at most ``max_bytes``. With ``fixed_total``
+    the file is ``network_bytes`` in all, and the score is PSNR plus GRID_DB_PER_OCTAVE per doubling
+    of the bytes the section leaves the network (a section of half the file or more is never
+    chosen). The candidates are ranked on the error their normal equations predict; the best of
+    them, ``also`` and no filter at all are then scored on the images they really make. None when
     no filter pays for its bytes."""
     if network_bytes < 1:
         raise ValueError("network_bytes must be positive")
-    systems = normal_equations(decoded, original, max(POST_FILTER_TAPS))
-    candidates = [None, *(solve_post_filter(systems, max(POST_FILTER_TAPS), taps, POST_FILTER_PRECISION)
-                          for taps in POST_FILTER_TAPS), *also]
-    def score(post_filter: PostFilter | None) -> float:
+
+    def score(post_filter: PostFilter | None, mse: float) -> float:
         section = len(post_filter_section(post_filter)) if post_filter else 0
         if fixed_total and section >= network_bytes / 2:
             return -math.inf
         if max_bytes is not None and not fixed_total and network_bytes + section > max_bytes:
             return -math.inf
-        filtered = post_filter.apply(decoded) if post_filter else decoded
-        quality = psnr_from_mse(max(_pixel_mse(filtered, original), 1e-10) / 255**2)
+        quality = psnr_from_mse(max(mse, 1e-10) / 255**2)
         if fixed_total:
             return quality + GRID_DB_PER_OCTAVE * math.log2(network_bytes - section)
         return quality - GRID_DB_PER_OCTAVE * math.log2(network_bytes + section)
 
-    return max(candidates, key=score)  # ties, and a file over max_bytes in any case, keep None
+    def measured(post_filter: PostFilter | None) -> float:
+        return score(post_filter, _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, original))
+
+    candidates = [c for c in _post_filter_candidates(decoded, original) if not one_class or c[0].classes == 1]
+    ranked, _ = max(candidates, key=lambda candidate: score(*candidate))
+    return max([None, ranked, *also], key=measured)  # ties, and a file over max_bytes in any case, keep None
+
+
+def _post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[tuple[PostFilter, float]]:
+    """Every filter of POST_FILTER_TAPS and POST_FILTER_CLASSES that ``decoded`` has the pixels for,
+    with the mean squared error (in levels) its normal equations predict, the decoder's rounding
+    (1/12 of a level squared) included."""
+    widest = max(POST_FILTER_TAPS)
+    ordered = np.sort(activity(decoded).ravel())
+    quartiles = tuple(int(ordered[len(ordered) * q // 4]) for q in (1, 2, 3))
+    finest = normal_equations(decoded, original, widest, classify(decoded, 4, quartiles), 4 * 4)
+    candidates = []
+    for phases, bands in POST_FILTER_CLASSES:
+        step = 4 // bands
+        thresholds = quartiles[step - 1 :: step][: bands - 1]
+        if thresholds and (thresholds[0] < 1 or len(set(thresholds)) < len(thresholds)):
+            continue  # ties in the activity: these bands would not split the pixels
+        groups = [(phase if phases == 4 else 0) * bands + band // step for phase in range(4) for band in range(4)]
+        systems = finest.merged(np.array(groups), phases * bands)
+        for taps in POST_FILTER_TAPS:
+            if phases * bands > 1 and systems.pixels().min() < MIN_CLASS_PIXELS * (taps * taps + 1):
+                continue
+            post_filter = solve_post_filter(systems, taps, POST_FILTER_PRECISION, phases=phases, thresholds=thresholds)
+            candidates.append((post_filter, systems.squared_error(post_filter) / decoded.size + 1 / 12))
+    return candidates
+
+
+def _tuning_filter(post_filter: PostFilter | None, decoded: np.ndarray, original: np.ndarray) -> PostFilter | None:
+    """The filter the quantization-aware phase tunes the network through: the post-filter itself, or
+    for one with classes, the one-class filter of its size (the classes would change with the image
+    at every step)."""
+    if post_filter is None or post_filter.classes == 1:
+        return post_filter
+    return solve_post_filter(normal_equations(decoded, original, post_filter.taps), post_filter.taps,
+                             post_filter.precision)
 
 
 def _filtered_loss(post_filter: PostFilter) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -1,10 +1,13 @@
-"""The post-filter: per colour channel, a small linear filter the encoder chooses and the decoder applies
+"""The post-filter: per colour channel, small linear filters the encoder chooses and the decoder applies
 to the network's 8-bit image (what a video codec's adaptive loop filter does).
 
 The encoder solves for the ``taps`` x ``taps`` filter plus offset that brings the decoded image
 closest to the original in the least-squares sense; the file holds its coefficients as integers in
 units of 2^-precision, and the decoder applies them in integer arithmetic, so that every machine
-makes the same pixels. ``docs/FORMAT.md`` (§3.5, §6.2) specifies both.
+makes the same pixels. Since format version 6 a filter may have several classes, each with its own
+coefficients: the pixel's phase of the network's 2x2 pixel shuffle, and its band of local activity
+(how much the image varies around it), both computed from the 8-bit image the decoder already has.
+``docs/FORMAT.md`` (§3.5, §6.2) specifies all of it.
 """
 
 from __future__ import annotations
@@ -16,26 +19,71 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import DecodeError
 
-__all__ = ["PostFilter", "MAX_TAPS", "MAX_PRECISION", "MAX_CODE", "solve_post_filter", "normal_equations"]
+__all__ = ["PostFilter", "NormalEquations", "MAX_TAPS", "MAX_PRECISION", "MAX_CODE", "PHASES", "MAX_BANDS",
+           "MAX_THRESHOLD", "ACTIVITY_WINDOW", "activity", "classify", "normal_equations", "solve_post_filter"]
 
 MAX_TAPS = 9
 """The widest filter a file may declare (81 multiply-adds per sample)."""
 MAX_PRECISION = 16
 MAX_CODE = 1 << 24
 """The largest magnitude of a stored coefficient or offset (255 levels at 2^-16 is under 2^24)."""
+PHASES = (1, 4)
+"""Phase classes a filter may have: one, or one per position in the 2x2 pixel shuffle (row parity,
+then column parity), whose four sub-images the network draws from different maps."""
+MAX_BANDS = 8
+"""The most activity bands a filter may have (so at most 4 x 8 classes)."""
+MAX_THRESHOLD = 1 << 20
+"""The largest activity threshold a file may hold (activity is below 25 * 2 * 3 * 255 < 2^16)."""
+ACTIVITY_WINDOW = 5
+"""Side of the box that sums a pixel's gradients into its activity."""
 _BAND_PIXELS = 1 << 17
 """Pixels per band when the encoder sums its normal equations (bounds its memory on large images)."""
 
 
+def activity(pixels: np.ndarray) -> np.ndarray:
+    """Each pixel's activity, int64 of the image's height x width: with ``L`` the sum of the channels
+    and borders mirrored without repeating the edge, ``|L[y, x+1] - L[y, x-1]| + |L[y+1, x] - L[y-1, x]|``
+    summed over the ACTIVITY_WINDOW x ACTIVITY_WINDOW box around the pixel (FORMAT.md §6.2)."""
+    planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    level = np.pad(planes.astype(np.int64).sum(axis=2), 1, mode="reflect")
+    gradient = np.abs(level[1:-1, 2:] - level[1:-1, :-2]) + np.abs(level[2:, 1:-1] - level[:-2, 1:-1])
+    r = ACTIVITY_WINDOW // 2
+    summed = np.pad(gradient, r, mode="reflect").cumsum(axis=0).cumsum(axis=1)
+    summed = np.pad(summed, ((1, 0), (1, 0)))  # summed[i, j]: the sum of the rows above i and columns left of j
+    n = ACTIVITY_WINDOW
+    return summed[n:, n:] - summed[:-n, n:] - summed[n:, :-n] + summed[:-n, :-n]
+
+
+def classify(pixels: np.ndarray, phases: int, thresholds: tuple[int, ...]) -> np.ndarray:
+    """Each pixel's class, int64 of height x width: ``phase * bands + band``, where the band is how
+    many thresholds the pixel's activity reaches and the phase (with 4 phases) is
+    ``2 * (row % 2) + column % 2``."""
+    height, width = pixels.shape[:2]
+    band = np.zeros((height, width), np.int64)
+    if thresholds:
+        band = np.searchsorted(np.asarray(thresholds, np.int64), activity(pixels), side="right")
+    if phases == 1:
+        return band
+    rows, columns = np.arange(height)[:, None] % 2, np.arange(width)[None, :] % 2
+    return (2 * rows + columns) * (len(thresholds) + 1) + band
+
+
 @dataclass(frozen=True)
 class PostFilter:
-    """One filter per channel: ``codes[c]`` holds ``taps * taps`` tap codes, row by row, each the
-    tap's weight minus the identity filter's in units of 2^-precision, then the offset in pixel
-    levels, in the same units."""
+    """Filters per channel and class: ``codes[channel * classes + class]`` holds ``taps * taps`` tap
+    codes, row by row, each the tap's weight minus the identity filter's in units of 2^-precision,
+    then the offset in pixel levels, in the same units. One class (version 5) unless ``phases`` is 4
+    or there are ``thresholds`` (version 6): see :func:`classify`."""
 
     taps: int
     precision: int
     codes: tuple[tuple[int, ...], ...]
+    phases: int = 1
+    thresholds: tuple[int, ...] = ()
+
+    @property
+    def classes(self) -> int:
+        return self.phases * (len(self.thresholds) + 1)
 
     @staticmethod
     def check_layout(taps: int, precision: int) -> None:
@@ -44,6 +92,16 @@ class PostFilter:
             raise DecodeError(f"post-filter taps {taps} out of range (odd, 1 to {MAX_TAPS})")
         if not 0 <= precision <= MAX_PRECISION:
             raise DecodeError(f"post-filter precision {precision} out of range (0 to {MAX_PRECISION})")
+
+    @staticmethod
+    def check_classes(phases: int, thresholds: tuple[int, ...]) -> None:
+        """Phases and activity thresholds within the limits (FORMAT.md §8)."""
+        if phases not in PHASES:
+            raise DecodeError(f"post-filter phases {phases} not allowed (1 or 4)")
+        if len(thresholds) >= MAX_BANDS:
+            raise DecodeError(f"post-filter has {len(thresholds) + 1} activity bands (at most {MAX_BANDS})")
+        if any(not 0 < t <= MAX_THRESHOLD for t in thresholds) or list(thresholds) != sorted(set(thresholds)):
+            raise DecodeError(f"post-filter activity thresholds must rise strictly within 1 .. {MAX_THRESHOLD}")
 
     @staticmethod
     def check_code(value: int) -> int:
@@ -55,71 +113,137 @@ class PostFilter:
     def validate(self, channels: int) -> None:
         """The limits every file's filter obeys (FORMAT.md §8)."""
         self.check_layout(self.taps, self.precision)
-        if len(self.codes) != channels or any(len(c) != self.taps**2 + 1 for c in self.codes):
-            raise DecodeError("post-filter does not have one filter per channel")
-        for channel in self.codes:
-            for value in channel:
+        self.check_classes(self.phases, self.thresholds)
+        if len(self.codes) != channels * self.classes or any(len(c) != self.taps**2 + 1 for c in self.codes):
+            raise DecodeError("post-filter does not have one filter per channel and class")
+        for codes in self.codes:
+            for value in codes:
                 self.check_code(value)
 
-    def weights(self, channel: int) -> np.ndarray:
-        """The channel's integer tap weights (identity added back), ``taps`` x ``taps``, int64."""
-        taps = np.array(self.codes[channel][:-1], np.int64).reshape(self.taps, self.taps)
+    def weights(self, index: int) -> np.ndarray:
+        """Filter ``index``'s (channel * classes + class) integer tap weights, identity added back,
+        ``taps`` x ``taps``, int64."""
+        taps = np.array(self.codes[index][:-1], np.int64).reshape(self.taps, self.taps)
         taps[self.taps // 2, self.taps // 2] += 1 << self.precision
         return taps
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """The filtered image, uint8 of ``pixels``' shape: per sample, the sum of weight times
-        neighbour (borders mirrored without repeating the edge) plus the offset, plus half a unit,
-        shifted right by ``precision`` bits (rounding half up), clamped to 0..255. Exact integers."""
+        """The filtered image, uint8 of ``pixels``' shape: per sample, the sum of its class's weight
+        times neighbour (borders mirrored without repeating the edge) plus the offset, plus half a
+        unit, shifted right by ``precision`` bits (rounding half up), clamped to 0..255. Exact integers."""
         planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
-        if planes.shape[2] != len(self.codes):
-            raise ValueError(f"a filter for {len(self.codes)} channels cannot filter {planes.shape[2]}")
+        if planes.shape[2] * self.classes != len(self.codes):
+            raise ValueError(f"a filter for {len(self.codes) // self.classes} channels cannot filter {planes.shape[2]}")
         height, width, radius = planes.shape[0], planes.shape[1], self.taps // 2
+        classes = classify(planes, self.phases, self.thresholds) if self.classes > 1 else None
+        half = (1 << self.precision) >> 1
         out = np.empty(planes.shape, np.uint8)
         for c in range(planes.shape[2]):
             padded = np.pad(planes[..., c].astype(np.int64), radius, mode="reflect")
-            total = np.full((height, width), self.codes[c][-1] + ((1 << self.precision) >> 1), np.int64)
-            for (dy, dx), weight in np.ndenumerate(self.weights(c)):
-                if weight:
+            first = c * self.classes
+            table = np.stack([self.weights(first + k).ravel() for k in range(self.classes)])
+            offsets = np.array([self.codes[first + k][-1] for k in range(self.classes)], np.int64) + half
+            total = np.full((height, width), offsets[0]) if classes is None else offsets[classes]
+            for tap in range(self.taps * self.taps):
+                column = table[:, tap]
+                if column.any():
+                    dy, dx = divmod(tap, self.taps)
+                    weight = column[0] if classes is None else column[classes]
                     total += weight * padded[dy : dy + height, dx : dx + width]
             out[..., c] = np.clip(total >> self.precision, 0, 255)
         return out.reshape(pixels.shape)
 
 
-def normal_equations(decoded: np.ndarray, original: np.ndarray, taps: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per channel, the least-squares system (F^T F, F^T y) of a ``taps`` x ``taps`` filter plus
-    offset, F being each pixel's mirrored neighbourhood and a 1, y the original; summed in bands."""
+@dataclass(frozen=True)
+class NormalEquations:
+    """The least-squares systems of a ``taps`` x ``taps`` filter plus offset, per channel and per cell
+    of a classification: ``grams[c, k] = F^T F`` and ``rhs[c, k] = F^T y`` over the cell's pixels,
+    F being each pixel's mirrored neighbourhood and a 1, y the original, and ``energy[c, k] = y^T y``.
+    Sums of integer products, so exact in float64 at any image size dipcodec takes."""
+
+    taps: int
+    grams: np.ndarray
+    rhs: np.ndarray
+    energy: np.ndarray
+
+    def merged(self, groups: np.ndarray, count: int) -> "NormalEquations":
+        """Cells summed into ``count`` classes: cell k goes to class ``groups[k]``."""
+        shape = (self.grams.shape[0], count)
+        grams, rhs, energy = np.zeros(shape + self.grams.shape[2:]), np.zeros(shape + self.rhs.shape[2:]), np.zeros(shape)
+        for cell, group in enumerate(groups):
+            grams[:, group] += self.grams[:, cell]
+            rhs[:, group] += self.rhs[:, cell]
+            energy[:, group] += self.energy[:, cell]
+        return NormalEquations(self.taps, grams, rhs, energy)
+
+    def pixels(self) -> np.ndarray:
+        """Pixels per cell (the constant feature's own sum)."""
+        return self.grams[0, :, -1, -1]
+
+    def squared_error(self, post_filter: PostFilter) -> float:
+        """The filter's summed squared error over every channel and class, before the decoder rounds
+        to whole levels and clamps: ``y^T y - 2 w^T F^T y + w^T F^T F w`` per system. The filter's
+        classes must be these cells, and its taps at most these."""
+        keep = _inner(self.taps, post_filter.taps)
+        total = 0.0
+        for index, codes in enumerate(post_filter.codes):
+            c, k = divmod(index, post_filter.classes)
+            w = np.append(post_filter.weights(index).ravel(), codes[-1]) / 2.0**post_filter.precision
+            gram, rhs = self.grams[c, k][np.ix_(keep, keep)], self.rhs[c, k][keep]
+            total += self.energy[c, k] - 2 * w @ rhs + w @ gram @ w
+        return float(total)
+
+
+def _inner(solved_taps: int, taps: int) -> list[int]:
+    """Indices, in a ``solved_taps`` system, of a centred ``taps`` x ``taps`` filter's taps and offset."""
+    margin = (solved_taps - taps) // 2
+    inner = [y * solved_taps + x for y in range(margin, margin + taps) for x in range(margin, margin + taps)]
+    return inner + [solved_taps * solved_taps]
+
+
+def normal_equations(decoded: np.ndarray, original: np.ndarray, taps: int, cells: np.ndarray | None = None,
+                     count: int = 1) -> NormalEquations:
+    """The systems of a ``taps`` x ``taps`` filter per channel, per cell of ``cells`` (an int map of
+    ``count`` cells, height x width; None: one cell), summed in bands of rows."""
     dec = decoded.reshape(decoded.shape[0], decoded.shape[1], -1)
     orig = original.reshape(dec.shape)
-    radius, height = taps // 2, dec.shape[0]
+    radius, height, n = taps // 2, dec.shape[0], taps * taps + 1
+    cells = np.zeros(dec.shape[:2], np.int64) if cells is None else cells
     rows = max(_BAND_PIXELS // dec.shape[1], 1)
-    systems = []
+    grams, rhs, energy = np.zeros((dec.shape[2], count, n, n)), np.zeros((dec.shape[2], count, n)), np.zeros((dec.shape[2], count))
     for c in range(dec.shape[2]):
         padded = np.pad(dec[..., c], radius, mode="reflect")
-        gram, rhs = np.zeros((taps * taps + 1,) * 2), np.zeros(taps * taps + 1)
         for top in range(0, height, rows):
             band = padded[top : min(top + rows, height) + 2 * radius]
             windows = sliding_window_view(band, (taps, taps)).reshape(-1, taps * taps)
-            features = np.empty((windows.shape[0], taps * taps + 1))
-            features[:, :-1], features[:, -1] = windows, 1.0
-            gram += features.T @ features
-            rhs += features.T @ orig[top : top + rows, :, c].reshape(-1).astype(np.float64)
-        systems.append((gram, rhs))
-    return systems
+            band_cells = cells[top : top + rows].ravel()
+            target = orig[top : top + rows, :, c].reshape(-1).astype(np.float64)
+            order = np.argsort(band_cells, kind="stable")
+            bounds = np.searchsorted(band_cells[order], np.arange(count + 1))
+            features = np.empty((windows.shape[0], n))
+            features[:, :-1], features[:, -1] = windows[order], 1.0
+            target = target[order]
+            for k in range(count):
+                part, y = features[bounds[k] : bounds[k + 1]], target[bounds[k] : bounds[k + 1]]
+                grams[c, k] += part.T @ part
+                rhs[c, k] += part.T @ y
+                energy[c, k] += y @ y
+    return NormalEquations(taps, grams, rhs, energy)
 
 
-def solve_post_filter(systems: list[tuple[np.ndarray, np.ndarray]], solved_taps: int, taps: int,
-                      precision: int) -> PostFilter:
-    """The ``taps`` x ``taps`` least-squares filter at ``precision`` from systems summed for a
-    filter of ``solved_taps`` (its inner taps are the smaller filter's, so one pass serves all sizes)."""
-    margin = (solved_taps - taps) // 2
-    inner = [y * solved_taps + x for y in range(margin, margin + taps) for x in range(margin, margin + taps)]
-    keep = inner + [solved_taps * solved_taps]
+def solve_post_filter(systems: NormalEquations, taps: int, precision: int, *, phases: int = 1,
+                      thresholds: tuple[int, ...] = ()) -> PostFilter:
+    """The ``taps`` x ``taps`` least-squares filter at ``precision`` from systems summed for a filter of
+    ``systems.taps`` (its inner taps are the smaller filter's, so one pass serves all sizes), whose
+    cells are the classes of ``phases`` and ``thresholds``."""
+    keep = _inner(systems.taps, taps)
     identity = np.zeros(len(keep))
     identity[taps * taps // 2] = 1.0
     codes = []
-    for gram, rhs in systems:
-        solution, *_ = np.linalg.lstsq(gram[np.ix_(keep, keep)], rhs[keep], rcond=None)
-        scaled = np.clip(np.round((solution - identity) * 2.0**precision), -MAX_CODE, MAX_CODE)
-        codes.append(tuple(int(v) for v in scaled))
-    return PostFilter(taps, precision, tuple(codes))
+    for c in range(systems.grams.shape[0]):
+        for k in range(systems.grams.shape[1]):
+            gram, rhs = systems.grams[c, k], systems.rhs[c, k]
+            solution, *_ = np.linalg.lstsq(gram[np.ix_(keep, keep)], rhs[keep], rcond=None)
+            scaled = np.clip(np.round((solution - identity) * 2.0**precision), -MAX_CODE, MAX_CODE)
+            codes.append(tuple(int(v) for v in scaled))
+    return PostFilter(taps, precision, tuple(codes), phases, tuple(thresholds))

@@ -127,8 +127,11 @@ def test_smallest_image_roundtrip_and_unreachable_rate_warns():
 
 def test_info_fields(encoded_rgb):
     info = dipcodec.info(encoded_rgb)
-    # The oldest version that holds the file: 5 with a post-filter, 3 for a sine or ReLU network without.
-    assert info["format_version"] == (5 if info["post_filter"] else 3)
+    # The oldest version that holds the file: 6 with a post-filter of classes, 5 with one of one
+    # class, 3 for a sine or ReLU network without.
+    post_filter = info["post_filter"]
+    assert info["format_version"] == (3 if not post_filter else 6 if post_filter["phases"] > 1 or post_filter["thresholds"]
+                                      else 5)
     assert (info["width"], info["height"], info["channels"]) == (32, 32, 3)
     assert info["file_bytes"] == len(encoded_rgb)
     assert sum(info["section_bytes"].values()) == len(encoded_rgb)

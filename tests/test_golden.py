@@ -1,7 +1,8 @@
 """The golden files: every version of dipcodec must decode each of them to its pinned pixels, and no
 mutation of them may crash the decoder. Version 1 is a plain file; version 2 a 2x super-resolution;
 version 3 a plain file of a sine network, at 96x64; version 4 a 2x super-resolution to 96x64 whose
-network upsamples bicubically; version 5 the plain 96x64 file again, now with a 5x5 post-filter."""
+network upsamples bicubically; version 5 the plain 96x64 file again, now with a 5x5 post-filter;
+version 6 that file's network with a post-filter of 4 phases and 2 activity bands."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ import dipcodec
 from dipcodec import DecodeError
 
 DATA = Path(__file__).parent / "data"
-VERSIONS = (1, 2, 3, 4, 5)
-SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96), 4: (64, 96), 5: (64, 96)}
-MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1), 4: ("super-resolution", 2), 5: ("plain", 1)}
-UPSAMPLE = {1: "bilinear", 2: "bilinear", 3: "bilinear", 4: "bicubic", 5: "bilinear"}
+VERSIONS = (1, 2, 3, 4, 5, 6)
+SIZES = {1: (24, 40), 2: (24, 40), 3: (64, 96), 4: (64, 96), 5: (64, 96), 6: (64, 96)}
+MODES = {1: ("plain", 1), 2: ("super-resolution", 2), 3: ("plain", 1), 4: ("super-resolution", 2), 5: ("plain", 1),
+         6: ("plain", 1)}
+UPSAMPLE = {1: "bilinear", 2: "bilinear", 3: "bilinear", 4: "bicubic", 5: "bilinear", 6: "bilinear"}
+FILTERS = {5: {"taps": 5, "precision": 8, "phases": 1, "thresholds": []},
+           6: {"taps": 3, "precision": 8, "phases": 4, "thresholds": [444]}}
 
 
 def golden_source(version: int) -> np.ndarray:
-    """The image each golden file was coded from, at its decoded size (versions 3 to 5: the test card
+    """The image each golden file was coded from, at its decoded size (versions 3 to 6: the test card
     scaled to 96x64)."""
     card = Image.open(DATA / "golden-source.png")
     return np.asarray(card.resize((96, 64), Image.LANCZOS) if version >= 3 else card).astype(float)
@@ -70,8 +74,8 @@ def test_golden_info(golden, version):
     assert (details["height"], details["width"], details["channels"]) == (*SIZES[version], 3)
     assert details["seed"] == 7 and details["format_version"] == version
     assert (details["mode"], details["scale"]) == MODES[version]
-    assert details["architecture"]["activation"] == ("sine" if version in (3, 5) else "relu")
-    assert details["post_filter"] == ({"taps": 5, "precision": 8} if version == 5 else None)
+    assert details["architecture"]["activation"] == ("sine" if version in (3, 5, 6) else "relu")
+    assert details["post_filter"] == FILTERS.get(version)
     assert details["architecture"]["upsample"] == UPSAMPLE[version]
     assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
 
@@ -180,15 +184,16 @@ def _without_post_filter(data: bytes) -> np.ndarray:
     return dipcodec.decode(_with_crc(body[:4] + bytes([3]) + body[5:]))
 
 
-def _golden_v5_parts() -> tuple[bytes, bytes]:
-    """golden-v5.dip's body up to its ``F`` section, and that section's payload."""
-    from dipcodec.container import section_sizes
+def _golden_v5_parts(version: int = 5) -> tuple[bytes, bytes]:
+    """golden-v5.dip's (or golden-v6.dip's) body up to its ``F`` section, and that section's payload."""
+    from dipcodec.container import Reader, section_sizes
 
-    data = (DATA / "golden-v5.dip").read_bytes()
-    section = section_sizes(data)["post_filter"]
-    body = data[:-4 - section]
+    data = (DATA / f"golden-v{version}.dip").read_bytes()
+    body = data[:-4 - section_sizes(data)["post_filter"]]
     assert data[len(body)] == ord("F")
-    return body, data[len(body) + 2 : -4]  # the tag, one length byte (the payload is under 128 bytes)
+    section = Reader(data[len(body) + 1 : -4], "F")
+    section.varint("length", len(data))
+    return body, data[len(body) + 1 + section.pos : -4]
 
 
 def _f_section(payload: bytes) -> bytes:
@@ -197,16 +202,41 @@ def _f_section(payload: bytes) -> bytes:
     return b"F" + varint(len(payload)) + payload
 
 
-def test_golden_v5_post_filter_is_what_lifts_it():
-    """Decoded without its F section (as a version-3 file), golden-v5 is its network's own image;
-    the file's image is exactly that through the filter, and closer to the source."""
+@pytest.mark.parametrize("version", [5, 6])
+def test_golden_post_filter_is_what_lifts_it(version):
+    """Decoded without its F section (as a version-3 file), golden-v5 (and v6) is its network's own
+    image; the file's image is exactly that through the filter, and closer to the source."""
     from dipcodec.container import unpack
 
-    data = (DATA / "golden-v5.dip").read_bytes()
+    data = (DATA / f"golden-v{version}.dip").read_bytes()
     with_filter, without = dipcodec.decode(data), _without_post_filter(data)
     np.testing.assert_array_equal(with_filter, unpack(data).post_filter.apply(without))
-    source = golden_source(5)
+    source = golden_source(version)
     assert np.mean((with_filter - source) ** 2) < 0.9 * np.mean((without - source) ** 2)
+
+
+@pytest.mark.parametrize(
+    "forge, reason",
+    [
+        (lambda body, payload: body[:4] + bytes([5]) + body[5:] + _f_section(payload), "trailing bytes"),
+        (lambda body, payload: body + _f_section(payload[:2] + bytes([2]) + payload[3:]), "phases 2 not allowed"),
+        (lambda body, payload: body + _f_section(payload[:3] + bytes([0]) + payload[4:]), "bands 0 out of range"),
+        (lambda body, payload: body + _f_section(payload[:3] + bytes([9]) + payload[4:]), "bands 9 out of range"),
+        (lambda body, payload: body + _f_section(payload[:3] + bytes([3]) + payload[4:]), "rise strictly"),
+        (lambda body, payload: body + _f_section(payload[:4] + bytes([0]) + payload[6:]), "rise strictly"),
+        (lambda body, payload: body + _f_section(payload[:4] + bytes([0x81, 0x80, 0x80, 0x01]) + payload[6:]),
+         "activity threshold"),
+        (lambda body, payload: body + _f_section(payload + b"\x00"), "trailing bytes"),
+        (lambda body, payload: body + _f_section(payload[:-1]), "truncated post-filter"),
+    ],
+    ids=["as-version-5", "phases", "no-bands", "nine-bands", "repeated-threshold", "zero-threshold",
+         "huge-threshold", "trailing", "truncated"],
+)
+def test_forged_post_filter_classes_are_rejected(forge, reason):
+    body, payload = _golden_v5_parts(6)
+    assert payload[2:6] == bytes([4, 2]) + bytes([0xBC, 0x03])  # 4 phases, 2 bands, threshold 444
+    with pytest.raises(DecodeError, match=reason):
+        dipcodec.decode(_with_crc(forge(body, payload)))
 
 
 @pytest.mark.parametrize("offset, accepted", [(2**24, True), (-(2**24), True), (2**24 + 1, False),

@@ -1,5 +1,5 @@
-"""The post-filter: its integer arithmetic as FORMAT.md §6.2 defines it, the encoder's least-squares
-solve, its section in the container, and the encoder's choice of it."""
+"""The post-filter: its integer arithmetic and classes as FORMAT.md §6.2 defines them, the encoder's
+least-squares solve, its section in the container, and the encoder's choice of it."""
 
 from __future__ import annotations
 
@@ -12,25 +12,44 @@ import dipcodec
 from dipcodec.container import Bitstream, pack, post_filter_section, unpack
 from dipcodec.encoder import choose_post_filter, encode_detailed
 from dipcodec.errors import DecodeError
-from dipcodec.postfilter import MAX_CODE, PostFilter, normal_equations, solve_post_filter
+from dipcodec.postfilter import (MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter, activity, classify, normal_equations,
+                                 solve_post_filter)
 
 from conftest import make_image
 
 
+def _mirror(i: int, n: int) -> int:
+    return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+
+def _activity_by_the_letter(planes: np.ndarray, y: int, x: int) -> int:
+    """FORMAT.md §6.2's activity of one pixel, in plain Python integers."""
+    height, width = planes.shape[:2]
+    level = lambda i, j: int(planes[_mirror(i, height), _mirror(j, width)].astype(int).sum())  # noqa: E731
+    total = 0
+    for i in range(y - 2, y + 3):
+        for j in range(x - 2, x + 3):
+            i, j = _mirror(i, height), _mirror(j, width)
+            total += abs(level(i, j + 1) - level(i, j - 1)) + abs(level(i + 1, j) - level(i - 1, j))
+    return total
+
+
 def _by_the_letter(post_filter: PostFilter, pixels: np.ndarray) -> np.ndarray:
-    """FORMAT.md §6.2 in plain Python integers: mirrored neighbours, weights, offset, round half up, clamp."""
+    """FORMAT.md §6.2 in plain Python integers: the pixel's class, mirrored neighbours, weights, offset,
+    round half up, clamp."""
     planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
     height, width, channels = planes.shape
     radius, unit = post_filter.taps // 2, 1 << post_filter.precision
-
-    def mirror(i: int, n: int) -> int:
-        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+    mirror = _mirror
+    bands = len(post_filter.thresholds) + 1
 
     out = np.empty(planes.shape, np.uint8)
     for c in range(channels):
-        codes = post_filter.codes[c]
         for y in range(height):
             for x in range(width):
+                band = sum(_activity_by_the_letter(planes, y, x) >= t for t in post_filter.thresholds)
+                phase = 2 * (y % 2) + x % 2 if post_filter.phases == 4 else 0
+                codes = post_filter.codes[c * post_filter.classes + phase * bands + band]
                 total = codes[-1]
                 for dy in range(-radius, radius + 1):
                     for dx in range(-radius, radius + 1):
@@ -41,14 +60,41 @@ def _by_the_letter(post_filter: PostFilter, pixels: np.ndarray) -> np.ndarray:
     return out.reshape(pixels.shape)
 
 
-@pytest.mark.parametrize("taps, precision", [(1, 0), (3, 8), (5, 6), (9, 16)])
-def test_apply_is_the_integer_rule_of_the_format(taps, precision):
+@pytest.mark.parametrize("taps, precision, phases, thresholds",
+                         [(1, 0, 1, ()), (3, 8, 1, ()), (5, 6, 1, ()), (9, 16, 1, ()),
+                          (3, 8, 4, ()), (3, 8, 1, (900, 1500, 2100)), (5, 7, 4, (1400,))])
+def test_apply_is_the_integer_rule_of_the_format(taps, precision, phases, thresholds):
     rng = np.random.default_rng(taps)
     pixels = rng.integers(0, 256, (11, 13, 3), dtype=np.uint8)
+    pixels[:5] //= 8  # a quiet top, so that every activity band has pixels
     spread = 1 << max(precision - 2, 0)
-    codes = tuple(tuple(int(v) for v in rng.integers(-spread, spread + 1, taps * taps + 1)) for _ in range(3))
-    post_filter = PostFilter(taps, precision, codes)
+    classes = phases * (len(thresholds) + 1)
+    codes = tuple(tuple(int(v) for v in rng.integers(-spread, spread + 1, taps * taps + 1)) for _ in range(3 * classes))
+    post_filter = PostFilter(taps, precision, codes, phases, thresholds)
+    if thresholds:
+        assert set(np.unique(classify(pixels, phases, thresholds) % (len(thresholds) + 1))) == set(range(len(thresholds) + 1))
     np.testing.assert_array_equal(post_filter.apply(pixels), _by_the_letter(post_filter, pixels))
+
+
+@pytest.mark.parametrize("shape", [(8, 9), (8, 8, 3), (12, 10, 1)])
+def test_activity_is_the_rule_of_the_format(shape):
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    planes = pixels.reshape(shape[0], shape[1], -1)
+    expected = [[_activity_by_the_letter(planes, y, x) for x in range(shape[1])] for y in range(shape[0])]
+    np.testing.assert_array_equal(activity(pixels), expected)
+    assert activity(np.full(shape, 77, np.uint8)).max() == 0
+
+
+def test_classes_are_phase_then_band():
+    pixels = np.zeros((6, 8), np.uint8)
+    pixels[:, 4:] = 200  # a vertical edge: active columns around it, quiet far from it
+    act = activity(pixels)
+    assert act[0, 0] == 0 and act[0, 4] > 0
+    np.testing.assert_array_equal(classify(pixels, 1, ()), np.zeros((6, 8)))
+    np.testing.assert_array_equal(classify(pixels, 4, ())[:2, :2], [[0, 1], [2, 3]])
+    band = classify(pixels, 1, (1,))
+    np.testing.assert_array_equal(band, act >= 1)
+    np.testing.assert_array_equal(classify(pixels, 4, (1,)), 2 * classify(pixels, 4, ()) + band)
 
 
 def test_apply_rounds_halves_up_and_clamps():
@@ -74,7 +120,7 @@ def test_least_squares_finds_a_filter_that_made_the_image():
     original = np.clip(make_image(48, 40).astype(int) + rng.integers(-20, 21, (48, 40, 3)), 0, 255).astype(np.uint8)
     blur = PostFilter(3, 8, ((16, 16, 16, 16, -128, 16, 16, 16, 16, 2 * 256),) * 3)
     blurred = blur.apply(original)
-    solved = solve_post_filter(normal_equations(blurred, original, 5), 5, 5, 8)
+    solved = solve_post_filter(normal_equations(blurred, original, 5), 5, 8)
     before = np.mean((blurred.astype(float) - original) ** 2)
     after = np.mean((solved.apply(blurred).astype(float) - original) ** 2)
     assert after < 0.5 * before
@@ -84,20 +130,46 @@ def test_smaller_filters_solved_from_a_wider_system_equal_their_own_solve():
     decoded, original = make_image(30, 26), make_image(30, 26)[::-1].copy()
     wide = normal_equations(decoded, original, 7)
     for taps in (1, 3, 5):
-        assert solve_post_filter(wide, 7, taps, 8) == solve_post_filter(normal_equations(decoded, original, taps),
-                                                                         taps, taps, 8)
+        assert solve_post_filter(wide, taps, 8) == solve_post_filter(normal_equations(decoded, original, taps), taps, 8)
 
 
 def test_normal_equations_do_not_depend_on_the_bands(monkeypatch):
     import dipcodec.postfilter as postfilter
 
     decoded, original = make_image(33, 21), make_image(33, 21, gray=False)[:, ::-1].copy()
-    whole = normal_equations(decoded, original, 5)
+    cells = classify(decoded, 4, (300,))
+    whole = normal_equations(decoded, original, 5, cells, 8)
     monkeypatch.setattr(postfilter, "_BAND_PIXELS", 50)  # bands of two rows
-    banded = normal_equations(decoded, original, 5)
-    for (g1, r1), (g2, r2) in zip(whole, banded):
-        np.testing.assert_array_equal(g1, g2)  # integer sums: exact in float64
-        np.testing.assert_array_equal(r1, r2)
+    banded = normal_equations(decoded, original, 5, cells, 8)
+    for name in ("grams", "rhs", "energy"):  # integer sums: exact in float64
+        np.testing.assert_array_equal(getattr(whole, name), getattr(banded, name))
+
+
+def test_per_class_systems_are_each_class_on_its_own():
+    """A class's system is the one-class system of its pixels alone: merging cells, solving, and the
+    predicted error all agree with doing it by hand on the class's pixels."""
+    rng = np.random.default_rng(8)
+    decoded = make_image(30, 28)
+    original = np.clip(decoded.astype(int) + rng.integers(-9, 10, decoded.shape), 0, 255).astype(np.uint8)
+    cells = classify(decoded, 4, (200, 600, 1200))
+    finest = normal_equations(decoded, original, 5, cells, 16)
+    merged = finest.merged(np.array([phase for phase in range(4) for _ in range(4)]), 4)  # phases alone
+    direct = normal_equations(decoded, original, 5, classify(decoded, 4, ()), 4)
+    np.testing.assert_allclose(merged.grams, direct.grams, rtol=0, atol=0)
+    post_filter = solve_post_filter(merged, 3, 8, phases=4)
+    assert post_filter.classes == 4 and len(post_filter.codes) == 12
+    # The predicted error is the float filter's: no rounding to levels, no clamping.
+    features = np.lib.stride_tricks.sliding_window_view(np.pad(decoded, ((1, 1), (1, 1), (0, 0)), mode="reflect"),
+                                                        (3, 3), axis=(0, 1))
+    classes = classify(decoded, 4, ())
+    total = 0.0
+    for index in range(12):
+        c, k = divmod(index, 4)
+        w = post_filter.weights(index).ravel() / 256
+        mask = classes == k
+        predicted = features[..., c, :, :][mask].reshape(-1, 9) @ w + post_filter.codes[index][-1] / 256
+        total += np.sum((predicted - original[..., c][mask]) ** 2)
+    assert merged.squared_error(post_filter) == pytest.approx(total, rel=1e-9)
 
 
 def test_a_stream_with_a_post_filter_packs_as_version_5_and_round_trips(encoded_rgb):
@@ -116,8 +188,15 @@ def test_a_stream_with_a_post_filter_packs_as_version_5_and_round_trips(encoded_
 
 def test_validation_limits():
     PostFilter(9, 16, ((MAX_CODE,) * 82,)).validate(1)
+    PostFilter(1, 8, ((0, 0),) * 4 * MAX_BANDS, 4, tuple(range(1, MAX_BANDS))).validate(1)
     for bad, reason in [(PostFilter(3, 8, ((0,) * 10,) * 2), "one filter per channel"),
                         (PostFilter(3, 8, ((0,) * 9,)), "one filter per channel"),
+                        (PostFilter(1, 8, ((0, 0),) * 2, 4), "one filter per channel and class"),
+                        (PostFilter(1, 8, ((0, 0),) * 2, 2), "phases 2"),
+                        (PostFilter(1, 8, ((0, 0),) * 3, 1, (5, 5)), "rise strictly"),
+                        (PostFilter(1, 8, ((0, 0),) * 2, 1, (0,)), "rise strictly"),
+                        (PostFilter(1, 8, ((0, 0),) * 2, 1, (MAX_THRESHOLD + 1,)), "rise strictly"),
+                        (PostFilter(1, 8, ((0, 0),) * (MAX_BANDS + 1), 1, tuple(range(1, MAX_BANDS + 1))), "bands"),
                         (PostFilter(3, 8, ((MAX_CODE + 1,) + (0,) * 9,)), "out of range"),
                         (PostFilter(-1, 8, ((0,),)), "taps -1"), (PostFilter(1, -1, ((0, 0),)), "precision -1")]:
         with pytest.raises(DecodeError, match=reason):
@@ -139,6 +218,21 @@ def test_a_filter_is_chosen_only_where_it_pays():
         choose_post_filter(blurred, original, 0)
 
 
+def test_classes_are_chosen_where_the_error_differs_by_class():
+    """A network image off by a different level in each phase of the pixel shuffle: only filters of
+    4 phases can take the four offsets out, and the encoder picks one; told one class, it cannot."""
+    original = make_image(64, 64)
+    rows, columns = np.indices((64, 64)) % 2
+    shift = np.array([[12, -12], [6, -6]])[rows, columns][..., None]
+    decoded = np.clip(original.astype(int) + shift, 0, 255).astype(np.uint8)
+    chosen = choose_post_filter(decoded, original, 20000)
+    assert chosen is not None and chosen.phases == 4 and chosen.classes == 4 * (len(chosen.thresholds) + 1)
+    one_class = choose_post_filter(decoded, original, 20000, one_class=True)
+    assert one_class is None or one_class.classes == 1
+    error = lambda f: np.mean((f.apply(decoded).astype(float) - original) ** 2) if f else np.mean((decoded.astype(float) - original) ** 2)  # noqa: E731
+    assert error(chosen) < 0.1 * error(one_class)
+
+
 @pytest.mark.parametrize("gray", [False, True], ids=["rgb", "gray"])
 def test_the_encoder_files_a_filter_that_lifts_its_image(gray):
     """At 64x64 and quality 75 the section pays for itself: the file holds one per channel, decodes
@@ -146,8 +240,8 @@ def test_the_encoder_files_a_filter_that_lifts_its_image(gray):
     pixels = make_image(64, 64, gray=gray)
     result = encode_detailed(pixels, quality=75, preset="fast")
     stream = unpack(result.data)
-    assert stream.post_filter is not None and result.data[4] == 5
-    assert len(stream.post_filter.codes) == (1 if gray else 3)
+    assert stream.post_filter is not None and result.data[4] == (6 if stream.post_filter.classes > 1 else 5)
+    assert len(stream.post_filter.codes) == (1 if gray else 3) * stream.post_filter.classes
     decoded = dipcodec.decode(result.data)
     np.testing.assert_array_equal(decoded, result.pixels)
     unfiltered = dipcodec.decode(pack(dataclasses.replace(stream, post_filter=None, version=None)))

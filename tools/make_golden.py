@@ -9,8 +9,11 @@ scaled to 96x64 (large enough for the encoder's sine network, whose narrowing st
 convolve-first order), version 4 a 2x super-resolution of that 96x64 card brought down to 48x32 (a
 network that upsamples bicubically, at the full-size layout of super-resolution), version 5 the
 96x64 card of version 3 again, whose file now carries a post-filter (the network's own image, the
-decode without the filter, is saved beside it as golden-v5-network.png). Since version 5 the
-version-3 recipe makes a version-5 file, and the script refuses it.
+decode without the filter, is saved beside it as golden-v5-network.png), version 6 that card's file
+with a post-filter of classes put in its place: 3x3 taps for each of the 4 phases and 2 activity
+bands, solved by the encoder's least squares against the card (the encoder itself chooses classes
+where their bytes pay, which on an image this small they seldom do). Since version 5 the version-3
+recipe makes a version-5 file, and the script refuses it.
 
 ``--sequence`` writes the golden sequence of the current sequence version instead
 (tests/data/golden-seq-vN.dips, its frames stacked top to bottom in golden-seq-vN.png): three 64x64
@@ -61,6 +64,21 @@ def network_image(data: bytes) -> np.ndarray:
     body = data[: -4 - section_sizes(data).get("post_filter", 0)]
     body = body[:4] + bytes([3]) + body[5:]
     return dipcodec.decode(body + struct.pack("<I", zlib.crc32(body)))
+
+
+def with_classified_filter(data: bytes, source: np.ndarray) -> bytes:
+    """The file with its post-filter replaced by a 3x3 one of 4 phases and 2 activity bands (split at
+    the median activity of its network's image), solved against ``source``."""
+    import dataclasses
+
+    from dipcodec.container import pack, unpack
+    from dipcodec.postfilter import activity, classify, normal_equations, solve_post_filter
+
+    image = network_image(data) if unpack(data).post_filter else dipcodec.decode(data)
+    median = (int(np.median(activity(image))),)
+    systems = normal_equations(image, source, 3, classify(image, 4, median), 8)
+    post_filter = solve_post_filter(systems, 3, 8, phases=4, thresholds=median)
+    return pack(dataclasses.replace(unpack(data), post_filter=post_filter, version=None))
 
 
 def sequence_frames(version: int) -> list[np.ndarray]:
@@ -115,6 +133,8 @@ def main() -> int:
         data = dipcodec.encode(half, sr=2, bpp=3.0, preset="fast", seed=7)
     elif VERSION in (3, 5):
         data = dipcodec.encode(large_card(), bpp=1.5, preset="fast", seed=7)
+    elif VERSION == 6:
+        data = with_classified_filter(dipcodec.encode(large_card(), bpp=1.5, preset="fast", seed=7), large_card())
     else:
         half = np.asarray(Image.fromarray(large_card()).resize((48, 32), Image.LANCZOS))
         data = dipcodec.encode(half, sr=2, bpp=1.5, preset="fast", seed=7)

@@ -38,7 +38,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def filtered(decoded: np.ndarray, original: np.ndarray, taps: int, precision: int) -> tuple[np.ndarray, int]:
     """The decoded image through the codec's least-squares post-filter, and the bytes of its section."""
-    post_filter = solve_post_filter(normal_equations(decoded, original, taps), taps, taps, precision)
+    post_filter = solve_post_filter(normal_equations(decoded, original, taps), taps, precision)
     return post_filter.apply(decoded), len(post_filter_section(post_filter))
 
 
