@@ -95,9 +95,8 @@ POST_FILTER_PRECISION = 8
 POST_FILTER_CLASSES = ((1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4))
 """The (phases, activity bands) each size is tried with. Bands split the pixels at the quartiles
 (or the median) of their activity, so every classification is a merger of the finest one and one
-pass of normal equations serves them all. Refitted offline to the network images of the kodak6
-``fast`` units, the best of these per file was 0.16 dB above the files' single filter, counting
-the coefficients' bytes at GRID_DB_PER_OCTAVE (BENCHMARKS.md, "Post-filters by class")."""
+pass of normal equations serves them all. Every kodak6 file at ``fast`` chose classes and gained,
++0.04 to +0.34 dB at the same size (BENCHMARKS.md, "Post-filters by class")."""
 MIN_CLASS_PIXELS = 4
 """A filter with classes needs at least this many pixels per coefficient in each class."""
 
@@ -515,15 +514,14 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
 def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes: int, *,
                        max_bytes: int | None = None, fixed_total: bool = False,
                        also: tuple[PostFilter, ...] = (), one_class: bool = False) -> PostFilter | None:
-    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, only one class with
-    ``one_class``, or ``also``) whose
-    filtered image scores best in PSNR less GRID_DB_PER_OCTAVE per doubling of the file's bytes
-    (``network_bytes`` plus its section), with the file at most ``max_bytes``. With ``fixed_total``
-    the file is ``network_bytes`` in all, and the score is PSNR plus GRID_DB_PER_OCTAVE per doubling
-    of the bytes the section leaves the network (a section of half the file or more is never
-    chosen). The candidates are ranked on the error their normal equations predict; the best of
-    them, ``also`` and no filter at all are then scored on the images they really make. None when
-    no filter pays for its bytes."""
+    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, of one class only
+    with ``one_class``, or ``also``) whose filtered image scores best in PSNR less
+    GRID_DB_PER_OCTAVE per doubling of the file's bytes (``network_bytes`` plus its section), with
+    the file at most ``max_bytes``. With ``fixed_total`` the file is ``network_bytes`` in all, and
+    the score is PSNR plus GRID_DB_PER_OCTAVE per doubling of the bytes the section leaves the
+    network (a section of half the file or more is never chosen). The candidates are ranked on the
+    error their normal equations predict; the best of them, ``also`` and no filter at all are then
+    scored on the images they really make. None when no filter pays for its bytes."""
     if network_bytes < 1:
         raise ValueError("network_bytes must be positive")
 
