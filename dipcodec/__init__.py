@@ -2,7 +2,7 @@
 
 The file holds only the network's quantized, entropy-coded weights (as deltas from a seeded
 initialization, a base model, or in a sequence the frames before), and since format version 5 a
-small linear post-filter; the decoder regenerates the fixed input from the seed, runs one forward
+small linear post-filter (since version 6 with classes of pixels, each with its own filter); the decoder regenerates the fixed input from the seed, runs one forward
 pass and applies the filter.
 """
 

@@ -440,7 +440,8 @@ def _filter_classes(post_filter: dict) -> str:
     """How a post-filter's classes read in ``info``: nothing for one class."""
     parts = ["4 phases"] if post_filter["phases"] > 1 else []
     if post_filter["thresholds"]:
-        parts.append(f"{len(post_filter['thresholds']) + 1} activity bands (from {post_filter['thresholds']})")
+        thresholds = ", ".join(map(str, post_filter["thresholds"]))
+        parts.append(f"{len(post_filter['thresholds']) + 1} activity bands, thresholds {thresholds}")
     return f" and class ({' x '.join(parts)})" if parts else ""
 
 

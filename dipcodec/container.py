@@ -1,4 +1,4 @@
-"""The ``.dip`` file format, version 5 (also reads versions 1 to 4): magic, version, header, tagged sections, CRC32.
+"""The ``.dip`` file format, version 6 (also reads versions 1 to 5): magic, version, header, tagged sections, CRC32.
 
 ``docs/FORMAT.md`` documents it byte by byte. Parsing validates every declared size against hard
 limits before anything is allocated, so decoding a forged file costs at most a fixed multiple
@@ -93,7 +93,7 @@ class Bitstream:
     """The format version the file was read from; None for a stream not read from a file (``pack``
     writes :func:`file_version`)."""
     post_filter: PostFilter | None = None
-    """The filter the decoder applies to the network's 8-bit image (plain files, version 5)."""
+    """The filter the decoder applies to the network's 8-bit image (plain files, versions 5 and 6)."""
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -320,7 +320,9 @@ def _parse_post_filter(payload: bytes, channels: int, version: int) -> PostFilte
     PostFilter.check_layout(taps, precision)
     phases, thresholds = 1, ()
     if version >= FILTER_CLASSES_SINCE:
-        phases, bands = r.u8("phases"), r.u8("bands")
+        phases = r.u8("phases")
+        PostFilter.check_classes(phases, ())
+        bands = r.u8("bands")
         if not 1 <= bands <= MAX_BANDS:
             raise DecodeError(f"post-filter bands {bands} out of range (1 to {MAX_BANDS})")
         thresholds = tuple(r.varint("activity threshold", MAX_THRESHOLD) for _ in range(bands - 1))

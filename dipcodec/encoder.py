@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp",
            "choose_network", "widest_network", "network_layout", "iteration_cost", "stretched_schedule",
            "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
-           "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "choose_post_filter",
+           "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "choose_post_filter", "post_filter_candidates",
            "POST_FILTER_TAPS", "POST_FILTER_CLASSES", "POST_FILTER_PRECISION"]
 
 Preset = Literal["fast", "default", "best"]
@@ -413,8 +413,9 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             # No rate to meet: the filter to tune through is the one the float fit's image would get
             # (under --bpp, rate control's reserved one).
             image = _as_pixels(fitted.output())
-            coder.post_filter = choose_post_filter(image, pixels, len(coder.pack_codes(codes)))
-            coder.tuning_filter = _tuning_filter(coder.post_filter, image, pixels)
+            candidates = post_filter_candidates(image, pixels)
+            coder.post_filter = choose_post_filter(image, pixels, len(coder.pack_codes(codes)), candidates=candidates)
+            coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
         # Tuned through the filter, the rounded network makes the image the filter corrects best
         # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
         loss_fn = fitted.on_canvas(_filtered_loss(coder.tuning_filter)) if coder.tuning_filter else quant_loss
@@ -495,9 +496,11 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
     filter with classes can cost more bytes than the rounded network can spare). Returns the chosen
     grid's step codes."""
     image = _as_pixels(fitted.output())
+    candidates = post_filter_candidates(image, pixels)
+    one_class = [candidate for candidate in candidates if candidate[0].classes == 1]
     options: dict[PostFilter | None, list[int]] = {}
-    for post_filter in (None, *(choose_post_filter(image, pixels, aim, fixed_total=True, one_class=one_class)
-                                for one_class in (False, True))):
+    for post_filter in (None, *(choose_post_filter(image, pixels, aim, fixed_total=True, candidates=some)
+                                for some in (candidates, one_class))):
         if post_filter not in options:
             coder.post_filter = post_filter
             options[post_filter] = coder.largest_under(aim)[1]
@@ -506,16 +509,19 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
         decoded = fitted.render(coder.dequantized(options[post_filter]))
         return _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
 
-    coder.post_filter = min(options, key=rounded_mse) if len(options) > 1 else None  # ties keep the first: none
-    coder.tuning_filter = _tuning_filter(coder.post_filter, image, pixels)
+    # Ties keep the first option, no filter; with no other option there is nothing to render.
+    coder.post_filter = min(options, key=rounded_mse) if len(options) > 1 else None
+    coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
     return options[coder.post_filter]
 
 
 def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes: int, *,
                        max_bytes: int | None = None, fixed_total: bool = False,
-                       also: tuple[PostFilter, ...] = (), one_class: bool = False) -> PostFilter | None:
-    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, of one class only
-    with ``one_class``, or ``also``) whose filtered image scores best in PSNR less
+                       also: tuple[PostFilter, ...] = (),
+                       candidates: list[tuple[PostFilter, float]] | None = None) -> PostFilter | None:
+    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, or of
+    ``candidates``, some of :func:`post_filter_candidates` for these images, or ``also``) whose
+    filtered image scores best in PSNR less
     GRID_DB_PER_OCTAVE per doubling of the file's bytes (``network_bytes`` plus its section), with
     the file at most ``max_bytes``. With ``fixed_total`` the file is ``network_bytes`` in all, and
     the score is PSNR plus GRID_DB_PER_OCTAVE per doubling of the bytes the section leaves the
@@ -539,12 +545,13 @@ def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes:
     def measured(post_filter: PostFilter | None) -> float:
         return score(post_filter, _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, original))
 
-    candidates = [c for c in _post_filter_candidates(decoded, original) if not one_class or c[0].classes == 1]
+    if candidates is None:
+        candidates = post_filter_candidates(decoded, original)
     ranked, _ = max(candidates, key=lambda candidate: score(*candidate))
     return max([None, ranked, *also], key=measured)  # ties, and a file over max_bytes in any case, keep None
 
 
-def _post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[tuple[PostFilter, float]]:
+def post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[tuple[PostFilter, float]]:
     """Every filter of POST_FILTER_TAPS and POST_FILTER_CLASSES that ``decoded`` has the pixels for,
     with the mean squared error (in levels) its normal equations predict, the decoder's rounding
     (1/12 of a level squared) included."""
@@ -568,19 +575,21 @@ def _post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[t
     return candidates
 
 
-def _tuning_filter(post_filter: PostFilter | None, decoded: np.ndarray, original: np.ndarray) -> PostFilter | None:
+def _tuning_filter(post_filter: PostFilter | None,
+                   candidates: list[tuple[PostFilter, float]]) -> PostFilter | None:
     """The filter the quantization-aware phase tunes the network through: the post-filter itself, or
-    for one with classes, the one-class filter of its size (the classes would change with the image
-    at every step)."""
+    for one with classes, the one-class candidate of its size (the classes would change with the
+    image at every step)."""
     if post_filter is None or post_filter.classes == 1:
         return post_filter
-    return solve_post_filter(normal_equations(decoded, original, post_filter.taps), post_filter.taps,
-                             post_filter.precision)
+    return next(f for f, _ in candidates if f.classes == 1 and f.taps == post_filter.taps)
 
 
 def _filtered_loss(post_filter: PostFilter) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The MSE of the output cropped and put through the post-filter as the decoder will (in float:
     the decoder's rounding aside), to tune the network through it."""
+    if post_filter.classes > 1:
+        raise ValueError("the quantization-aware loss filters with one class")
     channels, radius, unit = len(post_filter.codes), post_filter.taps // 2, 2.0 ** post_filter.precision
     kernel = torch.from_numpy(np.stack([post_filter.weights(c) for c in range(channels)]) / unit).float()[:, None]
     offset = torch.tensor([c[-1] / unit / 255 for c in post_filter.codes]).float().view(1, channels, 1, 1)

@@ -33,7 +33,7 @@ then column parity), whose four sub-images the network draws from different maps
 MAX_BANDS = 8
 """The most activity bands a filter may have (so at most 4 x 8 classes)."""
 MAX_THRESHOLD = 1 << 20
-"""The largest activity threshold a file may hold (activity is below 25 * 2 * 3 * 255 < 2^16)."""
+"""The largest activity threshold a file may hold (activity is at most 25 * 2 * 3 * 255 < 2^16)."""
 ACTIVITY_WINDOW = 5
 """Side of the box that sums a pixel's gradients into its activity."""
 _BAND_PIXELS = 1 << 17
@@ -45,7 +45,7 @@ def activity(pixels: np.ndarray) -> np.ndarray:
     and borders mirrored without repeating the edge, ``|L[y, x+1] - L[y, x-1]| + |L[y+1, x] - L[y-1, x]|``
     summed over the ACTIVITY_WINDOW x ACTIVITY_WINDOW box around the pixel (FORMAT.md §6.2)."""
     planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
-    level = np.pad(planes.astype(np.int64).sum(axis=2), 1, mode="reflect")
+    level = np.pad(planes.sum(axis=2, dtype=np.int64), 1, mode="reflect")
     gradient = np.abs(level[1:-1, 2:] - level[1:-1, :-2]) + np.abs(level[2:, 1:-1] - level[:-2, 1:-1])
     r = ACTIVITY_WINDOW // 2
     summed = np.pad(gradient, r, mode="reflect").cumsum(axis=0).cumsum(axis=1)

@@ -108,8 +108,8 @@ def test_info(capsys, dip_file):
     golden = Path(__file__).parent / "data" / "golden-v6.dip"
     code, out, err = run(capsys, "info", golden)
     assert code == 0 and out.startswith(f"{golden}: dipcodec format 6, 1540 bytes")
-    assert ("post-filter  3x3 taps per channel and class (4 phases x 2 activity bands (from [444])), coefficients in "
-            "units of 2^-8") in out
+    assert ("post-filter  3x3 taps per channel and class (4 phases x 2 activity bands, thresholds 444), "
+            "coefficients in units of 2^-8") in out
 
 
 def test_info_json(capsys, dip_file):

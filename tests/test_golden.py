@@ -174,7 +174,7 @@ def test_version_1_files_may_not_use_the_modes_of_version_2():
     assert np.array_equal(dipcodec.decode(_with_crc(bytes(body))), dipcodec.decode((DATA / "golden-v1.dip").read_bytes()))
 
 
-# ---------------------------------------------------------------- the post-filter section (version 5)
+# ---------------------------------------------------------------- the post-filter section (versions 5 and 6)
 
 def _without_post_filter(data: bytes) -> np.ndarray:
     """A version-5 file's network image: the file without its F section, decoded as version 3."""
@@ -184,7 +184,7 @@ def _without_post_filter(data: bytes) -> np.ndarray:
     return dipcodec.decode(_with_crc(body[:4] + bytes([3]) + body[5:]))
 
 
-def _golden_v5_parts(version: int = 5) -> tuple[bytes, bytes]:
+def _golden_parts(version: int = 5) -> tuple[bytes, bytes]:
     """golden-v5.dip's (or golden-v6.dip's) body up to its ``F`` section, and that section's payload."""
     from dipcodec.container import Reader, section_sizes
 
@@ -222,18 +222,20 @@ def test_golden_post_filter_is_what_lifts_it(version):
         (lambda body, payload: body + _f_section(payload[:2] + bytes([2]) + payload[3:]), "phases 2 not allowed"),
         (lambda body, payload: body + _f_section(payload[:3] + bytes([0]) + payload[4:]), "bands 0 out of range"),
         (lambda body, payload: body + _f_section(payload[:3] + bytes([9]) + payload[4:]), "bands 9 out of range"),
-        (lambda body, payload: body + _f_section(payload[:3] + bytes([3]) + payload[4:]), "rise strictly"),
+        (lambda body, payload: body + _f_section(payload[:3] + bytes([3]) + payload[4:6] + payload[4:]), "rise strictly"),
+        (lambda body, payload: body + _f_section(payload[:3] + bytes([3]) + payload[4:6] + bytes([1]) + payload[6:]),
+         "rise strictly"),
         (lambda body, payload: body + _f_section(payload[:4] + bytes([0]) + payload[6:]), "rise strictly"),
         (lambda body, payload: body + _f_section(payload[:4] + bytes([0x81, 0x80, 0x80, 0x01]) + payload[6:]),
          "activity threshold"),
         (lambda body, payload: body + _f_section(payload + b"\x00"), "trailing bytes"),
         (lambda body, payload: body + _f_section(payload[:-1]), "truncated post-filter"),
     ],
-    ids=["as-version-5", "phases", "no-bands", "nine-bands", "repeated-threshold", "zero-threshold",
+    ids=["as-version-5", "phases", "no-bands", "nine-bands", "repeated-threshold", "falling-threshold", "zero-threshold",
          "huge-threshold", "trailing", "truncated"],
 )
 def test_forged_post_filter_classes_are_rejected(forge, reason):
-    body, payload = _golden_v5_parts(6)
+    body, payload = _golden_parts(6)
     assert payload[2:6] == bytes([4, 2]) + bytes([0xBC, 0x03])  # 4 phases, 2 bands, threshold 444
     with pytest.raises(DecodeError, match=reason):
         dipcodec.decode(_with_crc(forge(body, payload)))
@@ -244,7 +246,7 @@ def test_forged_post_filter_classes_are_rejected(forge, reason):
 def test_post_filter_codes_are_bounded_at_two_to_the_24(offset, accepted):
     from dipcodec.container import zigzag
 
-    body, payload = _golden_v5_parts()
+    body, payload = _golden_parts()
     end = len(payload) - 2  # the last varint (the last channel's offset) starts after the last byte
     while payload[end] & 0x80:  # before it without a continuation bit
         end -= 1
@@ -271,7 +273,7 @@ def test_post_filter_codes_are_bounded_at_two_to_the_24(offset, accepted):
     ids=["version-4", "even-taps", "wide", "precision", "trailing", "truncated", "huge", "repeated"],
 )
 def test_forged_post_filter_sections_are_rejected(forge, reason):
-    body, payload = _golden_v5_parts()
+    body, payload = _golden_parts()
     with pytest.raises(DecodeError, match=reason):
         dipcodec.decode(_with_crc(forge(body, payload)))
 
@@ -279,7 +281,7 @@ def test_forged_post_filter_sections_are_rejected(forge, reason):
 def test_post_filter_sections_belong_to_plain_files_before_the_crc_only():
     from dipcodec.container import section_sizes
 
-    body, payload = _golden_v5_parts()
+    body, payload = _golden_parts()
     mode_at = 5 + 1 + 1 + 1  # magic and version, width 96, height 64, channels: one byte each
     assert body[mode_at] == 0
     denoised = body[:mode_at] + bytes([3]) + body[mode_at + 1 :]

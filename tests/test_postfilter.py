@@ -186,6 +186,56 @@ def test_a_stream_with_a_post_filter_packs_as_version_5_and_round_trips(encoded_
         pack(dataclasses.replace(filtered, mode="denoise"))
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_stream_with_classes_packs_as_version_6_and_round_trips(encoded_rgb, channels):
+    """Every class field survives the container, multi-byte thresholds up to the limit included, and
+    the decoder filters by class; a version-6 section of one class (never written) is read too."""
+    import dataclasses as dc
+
+    stream = dc.replace(unpack(encoded_rgb), post_filter=None, version=None)
+    if channels == 1:
+        stream = unpack(dipcodec.encode(make_image(32, 32, gray=True), bpp=2.0, preset="fast"))
+        stream = dc.replace(stream, post_filter=None, version=None)
+    thresholds = (1, 127, 128, 300, 5000, 2**14, MAX_THRESHOLD)
+    codes = tuple(tuple(int(v) for v in np.random.default_rng(i).integers(-300, 301, 10)) for i in range(channels * 32))
+    post_filter = PostFilter(3, 8, codes, 4, thresholds)
+    data = pack(dc.replace(stream, post_filter=post_filter))
+    assert data[4] == 6 and unpack(data).post_filter == post_filter
+    unfiltered = dipcodec.decode(pack(stream))
+    np.testing.assert_array_equal(dipcodec.decode(data), post_filter.apply(unfiltered))
+    # One class in a version-6 section: phases 1, bands 1, no thresholds.
+    from dipcodec.container import _section, zigzag
+
+    plain = pack(stream)
+    body = bytearray(plain[:-4])
+    body[4] = 6
+    one = PostFilter(3, 8, codes[:channels])
+    body += _section(b"F", bytes([3, 8, 1, 1]) + b"".join(zigzag(v) for c in one.codes for v in c))
+    import struct
+    import zlib
+
+    forged = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    assert unpack(forged).post_filter == one
+    np.testing.assert_array_equal(dipcodec.decode(forged), one.apply(unfiltered))
+
+
+def test_the_encoder_weighs_the_classes_it_can_split():
+    """A flat image has no activity to split: only one-band candidates. On a textured one every
+    classification is tried, and each predicted error is the measured one but for rounding."""
+    from dipcodec.encoder import post_filter_candidates as _post_filter_candidates
+
+    flat = np.full((32, 32, 3), 90, np.uint8)
+    assert {len(f.thresholds) for f, _ in _post_filter_candidates(flat, flat)} == {0}
+    original = make_image(48, 64)
+    decoded = np.clip(original.astype(int) + np.random.default_rng(2).integers(-15, 16, original.shape), 0, 255
+                      ).astype(np.uint8)
+    candidates = _post_filter_candidates(decoded, original)
+    assert {(f.phases, len(f.thresholds) + 1) for f, _ in candidates} == {(1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4)}
+    for post_filter, predicted in candidates:
+        measured = np.mean((post_filter.apply(decoded).astype(float) - original) ** 2)
+        assert measured == pytest.approx(predicted, abs=0.05 + 0.01 * predicted)
+
+
 def test_validation_limits():
     PostFilter(9, 16, ((MAX_CODE,) * 82,)).validate(1)
     PostFilter(1, 8, ((0, 0),) * 4 * MAX_BANDS, 4, tuple(range(1, MAX_BANDS))).validate(1)
@@ -227,7 +277,10 @@ def test_classes_are_chosen_where_the_error_differs_by_class():
     decoded = np.clip(original.astype(int) + shift, 0, 255).astype(np.uint8)
     chosen = choose_post_filter(decoded, original, 20000)
     assert chosen is not None and chosen.phases == 4 and chosen.classes == 4 * (len(chosen.thresholds) + 1)
-    one_class = choose_post_filter(decoded, original, 20000, one_class=True)
+    from dipcodec.encoder import post_filter_candidates
+
+    candidates = [c for c in post_filter_candidates(decoded, original) if c[0].classes == 1]
+    one_class = choose_post_filter(decoded, original, 20000, candidates=candidates)
     assert one_class is None or one_class.classes == 1
     error = lambda f: np.mean((f.apply(decoded).astype(float) - original) ** 2) if f else np.mean((decoded.astype(float) - original) ** 2)  # noqa: E731
     assert error(chosen) < 0.1 * error(one_class)
@@ -235,7 +288,8 @@ def test_classes_are_chosen_where_the_error_differs_by_class():
 
 @pytest.mark.parametrize("gray", [False, True], ids=["rgb", "gray"])
 def test_the_encoder_files_a_filter_that_lifts_its_image(gray):
-    """At 64x64 and quality 75 the section pays for itself: the file holds one per channel, decodes
+    """At 64x64 and quality 75 the section pays for itself: the file holds one filter per channel and
+    class, decodes
     to what the encoder measured, and its image is closer to the source than the network's own."""
     pixels = make_image(64, 64, gray=gray)
     result = encode_detailed(pixels, quality=75, preset="fast")

@@ -5,8 +5,8 @@
 
 For every dipcodec unit of a ``dipcodec eval`` output folder, the file is decoded and, per colour
 channel, the ``taps`` x ``taps`` least-squares filter (plus an offset) is fitted to it and applied,
-exactly as the encoder and decoder of format version 5 do (``dipcodec.postfilter``; FORMAT.md §3.5,
-§6.2); its bytes are the ``F`` section's. The tool prints each file's PSNR before and after, the
+exactly as the encoder and decoder of format version 5 do for a filter of one class (the encoder
+of version 6 also tries classes; ``dipcodec.postfilter``; FORMAT.md §3.5, §6.2); its bytes are the ``F`` section's. The tool prints each file's PSNR before and after, the
 bytes added, the mean PSNR per target, and the BD-rate against the folder's JPEG curve (its quality
 sweeps read at the targets, as the eval's report reads them) before and after, with the bpp
 counting the added bytes. On files made since version 5 (which already carry a filter, fitted
