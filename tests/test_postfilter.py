@@ -4,13 +4,15 @@ least-squares solve, its section in the container, and the encoder's choice of i
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 
 import numpy as np
 import pytest
 
 import dipcodec
-from dipcodec.container import Bitstream, pack, post_filter_section, unpack
-from dipcodec.encoder import choose_post_filter, encode_detailed
+from dipcodec.container import Bitstream, _section, pack, post_filter_section, unpack, zigzag
+from dipcodec.encoder import choose_post_filter, encode_detailed, post_filter_candidates
 from dipcodec.errors import DecodeError
 from dipcodec.postfilter import (MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter, activity, classify, normal_equations,
                                  solve_post_filter)
@@ -40,7 +42,6 @@ def _by_the_letter(post_filter: PostFilter, pixels: np.ndarray) -> np.ndarray:
     planes = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
     height, width, channels = planes.shape
     radius, unit = post_filter.taps // 2, 1 << post_filter.precision
-    mirror = _mirror
     bands = len(post_filter.thresholds) + 1
 
     out = np.empty(planes.shape, np.uint8)
@@ -55,7 +56,7 @@ def _by_the_letter(post_filter: PostFilter, pixels: np.ndarray) -> np.ndarray:
                     for dx in range(-radius, radius + 1):
                         index = (dy + radius) * post_filter.taps + dx + radius
                         weight = codes[index] + (unit if dy == dx == 0 else 0)
-                        total += weight * int(planes[mirror(y + dy, height), mirror(x + dx, width), c])
+                        total += weight * int(planes[_mirror(y + dy, height), _mirror(x + dx, width), c])
                 out[y, x, c] = min(max((total + unit // 2) // unit, 0), 255)
     return out.reshape(pixels.shape)
 
@@ -190,30 +191,23 @@ def test_a_stream_with_a_post_filter_packs_as_version_5_and_round_trips(encoded_
 def test_a_stream_with_classes_packs_as_version_6_and_round_trips(encoded_rgb, channels):
     """Every class field survives the container, multi-byte thresholds up to the limit included, and
     the decoder filters by class; a version-6 section of one class (never written) is read too."""
-    import dataclasses as dc
-
-    stream = dc.replace(unpack(encoded_rgb), post_filter=None, version=None)
+    stream = dataclasses.replace(unpack(encoded_rgb), post_filter=None, version=None)
     if channels == 1:
         stream = unpack(dipcodec.encode(make_image(32, 32, gray=True), bpp=2.0, preset="fast"))
-        stream = dc.replace(stream, post_filter=None, version=None)
+        stream = dataclasses.replace(stream, post_filter=None, version=None)
     thresholds = (1, 127, 128, 300, 5000, 2**14, MAX_THRESHOLD)
     codes = tuple(tuple(int(v) for v in np.random.default_rng(i).integers(-300, 301, 10)) for i in range(channels * 32))
     post_filter = PostFilter(3, 8, codes, 4, thresholds)
-    data = pack(dc.replace(stream, post_filter=post_filter))
+    data = pack(dataclasses.replace(stream, post_filter=post_filter))
     assert data[4] == 6 and unpack(data).post_filter == post_filter
     unfiltered = dipcodec.decode(pack(stream))
     np.testing.assert_array_equal(dipcodec.decode(data), post_filter.apply(unfiltered))
     # One class in a version-6 section: phases 1, bands 1, no thresholds.
-    from dipcodec.container import _section, zigzag
-
     plain = pack(stream)
     body = bytearray(plain[:-4])
     body[4] = 6
     one = PostFilter(3, 8, codes[:channels])
     body += _section(b"F", bytes([3, 8, 1, 1]) + b"".join(zigzag(v) for c in one.codes for v in c))
-    import struct
-    import zlib
-
     forged = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
     assert unpack(forged).post_filter == one
     np.testing.assert_array_equal(dipcodec.decode(forged), one.apply(unfiltered))
@@ -222,14 +216,12 @@ def test_a_stream_with_classes_packs_as_version_6_and_round_trips(encoded_rgb, c
 def test_the_encoder_weighs_the_classes_it_can_split():
     """A flat image has no activity to split: only one-band candidates. On a textured one every
     classification is tried, and each predicted error is the measured one but for rounding."""
-    from dipcodec.encoder import post_filter_candidates as _post_filter_candidates
-
     flat = np.full((32, 32, 3), 90, np.uint8)
-    assert {len(f.thresholds) for f, _ in _post_filter_candidates(flat, flat)} == {0}
+    assert {len(f.thresholds) for f, _ in post_filter_candidates(flat, flat)} == {0}
     original = make_image(48, 64)
     decoded = np.clip(original.astype(int) + np.random.default_rng(2).integers(-15, 16, original.shape), 0, 255
                       ).astype(np.uint8)
-    candidates = _post_filter_candidates(decoded, original)
+    candidates = post_filter_candidates(decoded, original)
     assert {(f.phases, len(f.thresholds) + 1) for f, _ in candidates} == {(1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4)}
     for post_filter, predicted in candidates:
         measured = np.mean((post_filter.apply(decoded).astype(float) - original) ** 2)
@@ -277,8 +269,6 @@ def test_classes_are_chosen_where_the_error_differs_by_class():
     decoded = np.clip(original.astype(int) + shift, 0, 255).astype(np.uint8)
     chosen = choose_post_filter(decoded, original, 20000)
     assert chosen is not None and chosen.phases == 4 and chosen.classes == 4 * (len(chosen.thresholds) + 1)
-    from dipcodec.encoder import post_filter_candidates
-
     candidates = [c for c in post_filter_candidates(decoded, original) if c[0].classes == 1]
     one_class = choose_post_filter(decoded, original, 20000, candidates=candidates)
     assert one_class is None or one_class.classes == 1
