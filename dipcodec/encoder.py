@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .container import MAX_ACTIVATION_RATIO, Bitstream, Reference, check_network_limits, pack, post_filter_section
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
-from .fit import (CanvasMSE, FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse,
+from .fit import (CanvasMSE, FilteredMSE, FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse,
                   quantization_aware_fit, rounding_sensitivities)
 from .images import as_array
 from .network import (Activation, CanvasOffset, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost,
@@ -48,17 +47,21 @@ PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
     # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
-    # (stretched_schedule). fast's 585 are what its minute affords a network a third dearer (780 at
-    # the default quality, 623 at 0.75 bpp), and a dearer one gets fewer; restorations, which are
-    # sized for no network, fit the 585. default's dearer networks get fewer too (2285 at 0.75 bpp).
+    # (stretched_schedule). fast's 585 are what its minute affords a network a third dearer, and a
+    # dearer one gets fewer; restorations, which are sized for no network, fit the 585. default's
+    # dearer networks get fewer too.
     # fast and default had 450 and 2200 until 1x1 convolutions became matrix products, which cut an
     # iteration's time by a quarter: 1.3 times as many take the time the old count did. best keeps
     # its count, and PyTorch's beta2 0.999, until it is measured on a GPU (BENCHMARKS.md).
-    # fast and default forget old gradients sooner (Adam's beta2 0.95; BENCHMARKS.md, "Adam's memory").
+    # fast and default forget old gradients sooner (Adam's beta2 0.95; BENCHMARKS.md, "Adam's memory"),
+    # and fit their second half through a post-filter (BENCHMARKS.md, "Fitting through the
+    # post-filter"), whose dearer iterations the stretch pays for with fewer (FILTERED_COST): fast
+    # fits 889 / 694 / 567 float iterations at 0.25 / 0.5 / 0.75 bpp on 768x512 (1036 / 780 / 623
+    # without the filter), default 3261 / 2545 / 2079 (3797 / 2860 / 2285).
     "fast": FitSchedule(iterations=585, qat_iterations=78, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
-                        adam_beta2=0.95),
+                        adam_beta2=0.95, filtered_share=0.5),
     "default": FitSchedule(iterations=2860, qat_iterations=390, sized_for_cost=PRESET_COST, min_stretch=0.5,
-                           adam_beta2=0.95),
+                           adam_beta2=0.95, filtered_share=0.5),
     "best": FitSchedule(iterations=4500, qat_iterations=500, sized_for_cost=PRESET_COST),
 }
 DEFAULT_QUALITY = 75
@@ -67,6 +70,15 @@ ELEMENTWISE_COST = 344.0
 multiply-add equivalents: fitted to the sine network's iteration times on 768x512 on the reference
 machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets"). With
 1x1 convolutions as matrix products (33.7, 47.7 and 56.8 ms) the same fit gives 339."""
+FIT_FILTER_MIN_BYTES = 8192
+"""The smallest budget whose fit trains through a post-filter. A network trained through a filter
+draws a worse image without it, and in a small file the filter's section (some 400 bytes for 5x5
+taps and 4 phases) may not pay for itself: a guess, not measured below Kodak's 12 kB at 0.25 bpp."""
+FILTERED_COST = 180.0
+"""What training through the post-filter (FIT_FILTER_TAPS on the unshuffled planes) adds to an
+iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
+0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered``, reference machine), and the rest pays
+for the filter's solves (0.2 s each, four or five a ``fast`` fit)."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
 BITS_PER_WEIGHT = 8.0
@@ -99,6 +111,11 @@ pass of normal equations serves them all. Every kodak6 file at ``fast`` chose cl
 +0.04 to +0.34 dB at the same size (BENCHMARKS.md, "Post-filters by class")."""
 MIN_CLASS_PIXELS = 4
 """A filter with classes needs at least this many pixels per coefficient in each class."""
+FIT_FILTER_TAPS = 5
+"""The post-filter the float fit trains through (``FitSchedule.filtered_share``): 5x5 taps, one
+filter per phase of the pixel shuffle, solved for the network's image every ``refilter_every``
+iterations. It is cheap to train through on the unshuffled planes (3x3 kernels there) and corrects
+what the shuffle leaves; the file's own filter is chosen after the fit, as before."""
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
@@ -209,12 +226,13 @@ def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int
     were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many, and at least
     ``FitSchedule.min_stretch`` times), so that every rate takes about the time the preset promises:
     low rates get more (narrow networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450
-    to 900 iterations), and at ``fast`` and ``default`` high rates fewer. A schedule sized for no
-    network keeps its count."""
+    to 900 iterations), and at ``fast`` and ``default`` high rates fewer. The iterations a schedule
+    trains through the post-filter cost FILTERED_COST more. A schedule sized for no network keeps
+    its count."""
     if schedule.sized_for_cost is None:
         return schedule
-    factor = min(max(schedule.sized_for_cost / iteration_cost(config, height, width), schedule.min_stretch),
-                 MAX_STRETCH)
+    cost = iteration_cost(config, height, width) + schedule.filtered_share * FILTERED_COST
+    factor = min(max(schedule.sized_for_cost / cost, schedule.min_stretch), MAX_STRETCH)
     return dataclasses.replace(schedule, iterations=round(schedule.iterations * factor))
 
 
@@ -227,7 +245,7 @@ class _Coder:
         self.post_filter: PostFilter | None = None
         """Packed with every file, so that rate control counts its section."""
         self.tuning_filter: PostFilter | None = None
-        """The one-class filter of the post-filter's size that the quantization-aware phase tunes through."""
+        """The post-filter less its activity bands, which the quantization-aware phase tunes through."""
 
     def pack(self, fineness: float) -> tuple[bytes, list[int]]:
         codes = step_codes_for(self.scales, fineness)
@@ -418,7 +436,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
         # Tuned through the filter, the rounded network makes the image the filter corrects best
         # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
-        loss_fn = fitted.on_canvas(_filtered_loss(coder.tuning_filter)) if coder.tuning_filter else quant_loss
+        loss_fn = fitted.on_canvas(FilteredMSE.of(coder.tuning_filter)) if coder.tuning_filter else quant_loss
         quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done, loss_fn)
         done += iterations
         coder.weights = _weights_of(net)
@@ -578,29 +596,25 @@ def post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[tu
 def _tuning_filter(post_filter: PostFilter | None,
                    candidates: list[tuple[PostFilter, float]]) -> PostFilter | None:
     """The filter the quantization-aware phase tunes the network through: the post-filter itself, or
-    for one with classes, the one-class candidate of its size (the classes would change with the
-    image at every step)."""
-    if post_filter is None or post_filter.classes == 1:
+    for one with activity bands, the candidate of its size and phases without them (the bands would
+    change with the image at every step)."""
+    if post_filter is None or not post_filter.thresholds:
         return post_filter
-    return next(f for f, _ in candidates if f.classes == 1 and f.taps == post_filter.taps)
+    return next(f for f, _ in candidates if not f.thresholds and f.taps == post_filter.taps
+                and f.phases == post_filter.phases)
 
 
-def _filtered_loss(post_filter: PostFilter) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The MSE of the output cropped and put through the post-filter as the decoder will (in float:
-    the decoder's rounding aside), to tune the network through it."""
-    if post_filter.classes > 1:
-        raise ValueError("the quantization-aware loss filters with one class")
-    channels, radius, unit = len(post_filter.codes), post_filter.taps // 2, 2.0 ** post_filter.precision
-    kernel = torch.from_numpy(np.stack([post_filter.weights(c) for c in range(channels)]) / unit).float()[:, None]
-    offset = torch.tensor([c[-1] / unit / 255 for c in post_filter.codes]).float().view(1, channels, 1, 1)
-
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        h, w = target.shape[-2:]
-        padded = F.pad(output[..., :h, :w], (radius,) * 4, mode="reflect")
-        filtered = F.conv2d(padded, kernel.to(output.device), groups=channels) + offset.to(output.device)
-        return F.mse_loss(filtered, target)
-
-    return loss
+def _fit_filter(image: np.ndarray, original: np.ndarray) -> PostFilter | None:
+    """The filter of FIT_FILTER_TAPS the float fit trains through, solved for its image: with 4
+    phases, or one where the image is too small for them, or None where it is too small for one."""
+    pixels_per_filter = MIN_CLASS_PIXELS * (FIT_FILTER_TAPS**2 + 1)
+    if min(image.shape[:2]) <= FIT_FILTER_TAPS // 2 or image.shape[0] * image.shape[1] < pixels_per_filter:
+        return None
+    systems = normal_equations(image, original, FIT_FILTER_TAPS, classify(image, 4, ()), 4)
+    phases = 4 if systems.pixels().min() >= pixels_per_filter else 1
+    if phases == 1:
+        systems = systems.merged(np.zeros(4, np.int64), 1)
+    return solve_post_filter(systems, FIT_FILTER_TAPS, POST_FILTER_PRECISION, phases=phases)
 
 
 def _pixel_mse(image: np.ndarray, original: np.ndarray) -> float:
@@ -637,6 +651,7 @@ class FittedNetwork:
         self.net = Generator(self.config).load(self.reference).to(device)
         self.seed = seed
         self.noise = fixed_input(self.config, seed, *self.size).to(device)
+        self.pixels = pixels
         self.target = _as_tensor(pixels, device)
         self.device = device
         self.offset = start.offset if start else (0, 0)
@@ -645,6 +660,8 @@ class FittedNetwork:
         self.loss_fn = self.on_canvas(self.image_loss)
         """The fit's loss: of the network's canvas, rolled to the image as the decoder does."""
         schedule = restoration.schedule(schedule, pixels) if restoration else schedule
+        if restoration is not None or bpp * self.size[0] * self.size[1] / 8 < FIT_FILTER_MIN_BYTES:
+            schedule = dataclasses.replace(schedule, filtered_share=0.0)  # fitted plainly, and stretched so
         self.schedule = stretched_schedule(schedule, self.config, *self.size)
         self.total = self.schedule.iterations + self.schedule.qat_iterations  # rate control may add some
         self.report: IterationCallback | None = None
@@ -658,9 +675,16 @@ class FittedNetwork:
         fitted = cls(pixels, bpp, schedule, seed, device, restoration, start)
         if progress:
             fitted.report = lambda i, p: progress(i, fitted.total, p)
+        through_filter = fitted.through_post_filter if fitted.schedule.filtered_share else None
         fitted.float_psnr = fit(fitted.net, fitted.noise, fitted.target, fitted.schedule, fitted.report,
-                                fitted.loss_fn)
+                                fitted.loss_fn, through_filter)
         return fitted
+
+    def through_post_filter(self) -> Loss:
+        """The fit's loss through the filter (:func:`_fit_filter`) solved for the network's image now;
+        the plain loss where the image is too small for one."""
+        post_filter = _fit_filter(_as_pixels(self.output()), self.pixels)
+        return self.loss_fn if post_filter is None else self.on_canvas(FilteredMSE.of(post_filter))
 
     def on_canvas(self, loss_fn: Loss) -> Loss:
         """``loss_fn`` (of an output whose top-left corner is the image) made a loss of the network's

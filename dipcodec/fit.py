@@ -9,6 +9,7 @@ decoder will see.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from .network import CanvasOffset, Generator, full_float32, padded_size, roll_canvas
+from .postfilter import PostFilter
 from .quantize import step_from_code
 
 __all__ = ["FitSchedule", "DEFAULT_BETA2", "IterationCallback", "Loss", "fit", "rounding_sensitivities",
-           "quantization_aware_fit", "psnr_from_mse", "image_mse", "CanvasMSE", "Objective", "objective"]
+           "quantization_aware_fit", "psnr_from_mse", "image_mse", "CanvasMSE", "FilteredMSE", "Objective",
+           "objective"]
 
 IterationCallback = Callable[[int, float], None]
 """Called after each iteration with (iterations done, current PSNR in dB)."""
@@ -61,6 +64,16 @@ class FitSchedule:
     min_stretch: float = 1.0
     """The least a dearer network's count is scaled by: 1, it keeps the count; below 1 where the
     preset's time must hold at high rates (``fast``, ``default``)."""
+    filtered_share: float = 0.0
+    """The last share of the float fit that trains through a post-filter solved for the network's
+    image of the moment (``fit``'s ``filter_loss``), so that the network spends itself on what a
+    filter cannot correct."""
+    refilter_every: int = 100
+    """Iterations between two solves of that filter: the image it was solved for moves on."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.filtered_share <= 1 or self.refilter_every < 1:
+            raise ValueError("filtered_share must be within 0..1 and refilter_every positive")
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -84,6 +97,102 @@ class CanvasMSE:
         return image_mse(roll_canvas(output, self.offset), target)
 
 
+@dataclass(frozen=True, eq=False)
+class FilteredMSE:
+    """The MSE of the image put through a post-filter as the decoder applies it (in float: the
+    decoder's rounding to whole levels aside), to fit the network through the filter. A filter with
+    4 phases gives each pixel its phase's taps; one with activity bands is refused (its classes
+    would move with the image).
+
+    A call filters the full-size image, borders mirrored, one strided convolution per phase. On
+    2x2-unshuffled planes (:meth:`packed`, the network's output before its pixel shuffle) the filter
+    is one convolution whose kernel maps every phase's neighbourhood to every phase, so a fit of a
+    filter of 5x5 taps or fewer never builds the full-size image (``objective``). There the border
+    planes are repeated rather than mirrored (one copy instead of two), which changes the
+    outermost two rows and columns of pixels of a 5x5 filter a little."""
+
+    phase_taps: torch.Tensor
+    """phases x C x 1 x taps x taps, in levels per level."""
+    phase_offsets: torch.Tensor
+    """phases x 1 x C x 1 x 1, on [0, 1]."""
+    kernel: torch.Tensor
+    """4C x 4C x K x K over the planes of ``F.pixel_unshuffle(image, 2)``."""
+    offset: torch.Tensor
+    """1 x 4C x 1 x 1."""
+
+    @classmethod
+    def of(cls, post_filter: PostFilter) -> "FilteredMSE":
+        """The loss through ``post_filter``, its integer taps and offsets as floats."""
+        if len(post_filter.thresholds):
+            raise ValueError("a fit can filter by phase, not by activity band")
+        unit, radius, phases = 2.0**post_filter.precision, post_filter.taps // 2, post_filter.phases
+        channels = len(post_filter.codes) // phases
+        index = lambda c, phase: c * phases + (phase if phases == 4 else 0)  # noqa: E731
+        taps = np.stack([np.stack([post_filter.weights(index(c, phase)) for c in range(channels)])
+                         for phase in range(phases)]) / unit
+        offsets = np.array([[post_filter.codes[index(c, phase)][-1] for c in range(channels)]
+                            for phase in range(phases)]) / unit / 255
+        reach = (radius + 1) // 2  # planes a tap reaches either way
+        kernel = np.zeros((4 * channels, 4 * channels, 2 * reach + 1, 2 * reach + 1))
+        for c, row, column in np.ndindex(channels, 2, 2):
+            phase = 2 * row + column
+            for dy, dx in np.ndindex(post_filter.taps, post_filter.taps):
+                y, x = row + dy - radius, column + dx - radius  # the tap's full-size offset from the plane's pixel
+                source = 4 * c + 2 * (y % 2) + x % 2
+                kernel[4 * c + phase, source, y // 2 + reach, x // 2 + reach] += taps[phase % phases, c, dy, dx]
+        packed_offset = np.repeat(offsets.T, 4 // phases, axis=1)  # plane c * 4 + phase
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()  # noqa: E731
+        return cls(as_tensor(taps[:, :, None]), as_tensor(offsets[:, None, :, None, None]), as_tensor(kernel),
+                   as_tensor(packed_offset.reshape(1, -1, 1, 1)))
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of the full-size ``output`` (of the padded size: cropped to ``target``'s)."""
+        (h, w), radius = target.shape[-2:], self.phase_taps.shape[-1] // 2
+        image = _mirrored(output[..., :h, :w], radius)
+        phase_taps, phase_offsets = self.phase_taps.to(output.device), self.phase_offsets.to(output.device)
+        squared = output.new_zeros(())
+        for phase in range(4):
+            row, column = divmod(phase, 2)
+            which = phase % len(phase_taps)
+            # Every second pixel from (row, column) on: exactly this phase's pixels of the image.
+            filtered = F.conv2d(image[..., row:, column:], phase_taps[which], stride=2, groups=image.shape[1])
+            difference = filtered + phase_offsets[which]
+            squared = squared + (difference - target[..., row::2, column::2]).square().sum()
+        return squared / target.numel()
+
+    @property
+    def reach(self) -> int:
+        """How many planes' pixels either way a filtered plane's pixel reads."""
+        return self.kernel.shape[-1] // 2
+
+    def filtered_planes(self, planes: torch.Tensor) -> torch.Tensor:
+        """``F.pixel_unshuffle`` of the filtered image of even sides, from the image's own planes
+        (the border planes repeated)."""
+        padded = F.pad(planes, (self.reach,) * 4, mode="replicate")
+        return F.conv2d(padded, self.kernel.to(planes.device)) + self.offset.to(planes.device)
+
+    def packed(self, planes: torch.Tensor, target_planes: torch.Tensor) -> torch.Tensor:
+        """The loss of an image of even sides given as ``F.pixel_unshuffle(image, 2)``, against the
+        target's planes."""
+        return F.mse_loss(self.filtered_planes(planes), target_planes)
+
+
+def _mirrored(image: torch.Tensor, radius: int) -> torch.Tensor:
+    """The image's borders mirrored without repeating the edge, as the decoder's post-filter does
+    (``np.pad``'s "reflect", which also folds again when the image is narrower than the border)."""
+    if radius == 0:
+        return image
+    rows, columns = (_reflected(n, radius, image.device) for n in image.shape[-2:])
+    return image.index_select(-2, rows).index_select(-1, columns)
+
+
+@functools.lru_cache(maxsize=64)
+def _reflected(length: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Source index of each sample of an axis of ``length`` padded by ``radius`` with "reflect"."""
+    with torch.inference_mode(False):
+        return torch.from_numpy(np.pad(np.arange(length), radius, mode="reflect")).to(device)
+
+
 Objective = Callable[[list[torch.Tensor] | None, torch.Tensor], torch.Tensor]
 """(weights or None for the network's own, network input) -> loss."""
 
@@ -92,12 +201,17 @@ def objective(net: Generator, target: torch.Tensor, loss_fn: Loss = image_mse) -
     """The loss of the network's output on an input. The plain loss skips the pixel shuffle where
     it can (image sides multiples of the shuffle): it compares the packed output with the target
     unshuffled once, the same differences permuted, and saves two passes over the full-size image
-    each iteration. A rolled canvas's loss (:class:`CanvasMSE`) does the same with the target rolled
+    each iteration; so does a loss through a post-filter of up to 5x5 taps (:class:`FilteredMSE`; a
+    wider one costs more on the planes than on the image). A rolled canvas's loss (:class:`CanvasMSE`) does the same with the target rolled
     back onto the canvas, the pixels the crop drops weighed zero."""
     s = net.config.shuffle
     h, w = target.shape[-2:]
     if isinstance(loss_fn, CanvasMSE) and s > 1:
         return _canvas_objective(net, target, loss_fn.offset)
+    if isinstance(loss_fn, FilteredMSE) and loss_fn.reach == 1 and s == 2 and h % s == 0 and w % s == 0:
+        planes = F.pixel_unshuffle(target, s)
+        return lambda weights, net_input: loss_fn.packed(
+            net(net_input, weights, packed=True)[..., : h // s, : w // s], planes)
     if loss_fn is not image_mse or s == 1 or h % s or w % s:
         return lambda weights, net_input: loss_fn(net(net_input, weights), target)
     packed = F.pixel_unshuffle(target, s)
@@ -121,9 +235,16 @@ def _canvas_objective(net: Generator, target: torch.Tensor, offset: CanvasOffset
 
 @full_float32()
 def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: FitSchedule,
-        progress: IterationCallback | None = None, loss_fn: Loss = image_mse) -> float:
+        progress: IterationCallback | None = None, loss_fn: Loss = image_mse,
+        filter_loss: Callable[[], Loss] | None = None) -> float:
     """Fit in float; leaves the best iterate in ``net`` and returns its PSNR. With
-    ``FitSchedule.average_decay`` it leaves the average instead, and returns the last iterate's PSNR."""
+    ``FitSchedule.average_decay`` it leaves the average instead, and returns the last iterate's PSNR.
+
+    ``filter_loss`` makes the loss of the network's image of the moment through the post-filter
+    solved for it. It is called at the start of the schedule's ``filtered_share`` and every
+    ``refilter_every`` iterations after, and its loss replaces ``loss_fn`` from there (the best
+    iterate so far is weighed again under it, and ``progress`` reports it); the PSNR returned is
+    still under ``loss_fn``."""
     params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=schedule.learning_rate, betas=(0.9, schedule.adam_beta2))
     total = max(schedule.iterations, 1)
@@ -134,7 +255,12 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     with torch.no_grad():
         best_mse = loss_of(None, noise).item()  # the starting point counts as an iterate
     jitter = torch.Generator(noise.device).manual_seed(0) if schedule.input_jitter else None
+    filtered_from = schedule.iterations - round(schedule.filtered_share * schedule.iterations)
     for i in range(schedule.iterations):
+        if filter_loss is not None and i >= filtered_from and (i - filtered_from) % schedule.refilter_every == 0:
+            loss_of = objective(net, target, filter_loss())
+            with torch.no_grad():
+                best_mse = loss_of(best, noise).item()
         for group in opt.param_groups:
             group["lr"] = lr_at(i)
         opt.zero_grad(set_to_none=True)
@@ -160,6 +286,8 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     with torch.no_grad():
         for p, b in zip(params, best):
             p.copy_(b)
+        if filter_loss is not None and filtered_from < schedule.iterations and not averaging:
+            best_mse = objective(net, target, loss_fn)(None, noise).item()
     return psnr_from_mse(best_mse)
 
 

@@ -77,31 +77,38 @@ def test_sensitive_steps_cost_less_error_at_the_same_rate(fitted):
 
 def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     import dipcodec.encoder as encoder
-    from dipcodec.encoder import PRESET_COST, PRESETS, iteration_cost, stretched_schedule
+    from dipcodec.encoder import FILTERED_COST, PRESET_COST, PRESETS, iteration_cost, stretched_schedule
 
     at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
     # The presets were sized for the network of 768x512 at the default quality (0.5 bpp).
     assert PRESET_COST == pytest.approx(iteration_cost(at(0.5), 512, 768), abs=0.05)
     default, fast, best = PRESETS["default"], PRESETS["fast"], PRESETS["best"]
+    unfiltered = dataclasses.replace(default, filtered_share=0.0)
     # That network keeps the count of a schedule sized for it.
-    assert stretched_schedule(default, at(0.5), 512, 768) == default
+    assert stretched_schedule(unfiltered, at(0.5), 512, 768) == unfiltered
     # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
-    low = stretched_schedule(default, at(0.25), 512, 768)
+    low = stretched_schedule(unfiltered, at(0.25), 512, 768)
     ratio = PRESET_COST / iteration_cost(at(0.25), 512, 768)
-    assert 1.2 < ratio and low.iterations == round(default.iterations * ratio)
-    assert low.qat_iterations == default.qat_iterations and low.learning_rate == default.learning_rate
+    assert 1.2 < ratio and low.iterations == round(unfiltered.iterations * ratio)
+    assert low.qat_iterations == unfiltered.qat_iterations and low.learning_rate == unfiltered.learning_rate
     # A dearer one gets fewer, down to half (min_stretch), so that every rate takes the preset's time;
     # fast is sized for a network a third dearer ...
     iterations = lambda schedule: [stretched_schedule(schedule, at(b), 512, 768).iterations for b in (0.25, 0.5, 0.75)]
-    assert iterations(default) == [3797, 2860, 2285]
-    assert iterations(fast) == [1036, 780, 623]
+    assert iterations(unfiltered) == [3797, 2860, 2285]
+    assert iterations(dataclasses.replace(fast, filtered_share=0.0)) == [1036, 780, 623]
+    # ... and the iterations trained through the post-filter cost FILTERED_COST more.
+    assert default.filtered_share == fast.filtered_share == 0.5
+    assert stretched_schedule(default, at(0.5), 512, 768).iterations == round(
+        default.iterations * PRESET_COST / (PRESET_COST + 0.5 * FILTERED_COST))
+    assert iterations(default) == [3261, 2545, 2079]
+    assert iterations(fast) == [889, 694, 567]
     # ... and best's keep the count (min_stretch 1).
     assert iterations(best) == [5975, 4500, 4500]
     floored = FitSchedule(iterations=100, qat_iterations=0, sized_for_cost=PRESET_COST / 4, min_stretch=0.5)
     assert stretched_schedule(floored, at(0.5), 512, 768).iterations == 50
     # The stretch is capped, and a schedule sized for no network (a tool's, a restoration's) is exact.
     monkeypatch.setattr(encoder, "MAX_STRETCH", 1.1)
-    assert stretched_schedule(default, at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
+    assert stretched_schedule(unfiltered, at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
     exact = FitSchedule(iterations=100, qat_iterations=0)
     assert stretched_schedule(exact, at(0.25), 512, 768) == exact
     from dipcodec.restoration.modes import AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level
@@ -218,3 +225,27 @@ def test_the_objective_keeps_a_restorations_own_loss():
 
     objective(net, torch.zeros(1, 3, 32, 32), loss_fn)(None, noise)
     assert seen == [torch.Size([1, 3, 32, 32])]
+
+
+def test_the_fit_trains_through_the_filter_from_its_share_on():
+    """``filter_loss`` is asked for at the start of the filtered share and every ``refilter_every``
+    iterations after; its loss is the one minimized from there, and the PSNR returned is still the
+    plain loss's (here the "filter" quadruples the plain loss)."""
+    image = make_image(32, 32)
+    config = choose_network(32, 32, 3, 2.0 * 32 * 32)
+    net = Generator(config).load(reference_weights(config, 0))
+    noise = fixed_input(config, 0, 32, 32)
+    target = (torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255).unsqueeze(0)
+    done, asked_at = [0], []
+
+    def filter_loss():
+        asked_at.append(done[0])
+        return lambda output, target: 4 * image_mse(output, target)
+
+    schedule = FitSchedule(iterations=20, qat_iterations=0, filtered_share=0.5, refilter_every=4)
+    psnr = fit(net, noise, target, schedule, lambda i, _: done.__setitem__(0, i), filter_loss=filter_loss)
+    assert asked_at == [10, 14, 18]
+    assert psnr == pytest.approx(10 * np.log10(1 / _mse(net, noise, target)), abs=1e-4)
+    fit(Generator(config).load(reference_weights(config, 0)), noise, target,
+        dataclasses.replace(schedule, filtered_share=0.0), filter_loss=filter_loss)
+    assert asked_at == [10, 14, 18]  # no share, no filter

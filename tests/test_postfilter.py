@@ -302,25 +302,50 @@ def test_rate_control_counts_the_filter():
     assert 0.95 * budget <= len(data) <= budget
 
 
-def test_the_encoder_tunes_through_the_filter_the_decoder_applies():
-    """The quantization-aware phase's float filter is the decoder's, but for its rounding: against
-    the decoder's own output its loss is rounding noise, while the same taps the other way round,
-    or no filter, are far off."""
+@pytest.mark.parametrize("phases", [1, 4])
+@pytest.mark.parametrize("taps", [3, 5, 7])
+@pytest.mark.parametrize("size", [(12, 10), (13, 9)])
+def test_the_encoder_fits_through_the_filter_the_decoder_applies(size, taps, phases):
+    """The fit's float filter is the decoder's, but for its rounding: against the decoder's own output
+    its loss is rounding noise, on the full-size image and on the unshuffled planes alike (even
+    sides), while the same taps the other way round, or no filter, are far off."""
     import torch
+    import torch.nn.functional as F
 
-    from dipcodec.encoder import _filtered_loss
+    from dipcodec.fit import FilteredMSE
 
-    rng = np.random.default_rng(5)
-    pixels = rng.integers(80, 176, (12, 10, 3), dtype=np.uint8)  # mid-grey: nothing clips
-    codes = tuple(tuple(int(v) for v in rng.integers(-30, 31, 25)) + (int(rng.integers(-300, 301)),) for _ in range(3))
-    post_filter = PostFilter(5, 8, codes)
+    rng = np.random.default_rng(taps * phases)
+    pixels = rng.integers(80, 176, (*size, 3), dtype=np.uint8)  # mid-grey: nothing clips
+    codes = []
+    for _ in range(3 * phases):
+        tap_codes = rng.integers(-30, 31, taps * taps)
+        tap_codes[taps * taps // 2] -= tap_codes.sum()  # the taps sum to one: nothing brightens into a clip
+        codes.append(tuple(int(v) for v in tap_codes) + (int(rng.integers(-300, 301)),))
+    codes = tuple(codes)
+    post_filter = PostFilter(taps, 8, codes, phases)
     decoded = post_filter.apply(pixels)
     assert 0 < decoded.min() and decoded.max() < 255
     as_tensor = lambda image: torch.from_numpy(image.transpose(2, 0, 1).copy()).float()[None] / 255  # noqa: E731
-    padded_output = torch.nn.functional.pad(as_tensor(pixels), (0, 6, 0, 4))  # the network's padded size
-    loss = lambda f: _filtered_loss(f)(padded_output, as_tensor(decoded)).item()  # noqa: E731
+    padded_output = F.pad(as_tensor(pixels), (0, 6, 0, 4))  # the network's padded size
     rounding = (0.5 / 255) ** 2
+    flipped = PostFilter(taps, 8, tuple(c[:-1][::-1] + c[-1:] for c in codes), phases)
+    identity = PostFilter(taps, 8, ((0,) * (taps * taps + 1),) * 3)
+    loss = lambda f: FilteredMSE.of(f)(padded_output, as_tensor(decoded)).item()  # noqa: E731
     assert loss(post_filter) <= rounding
-    flipped = PostFilter(5, 8, tuple(c[:-1][::-1] + c[-1:] for c in codes))
-    identity = PostFilter(5, 8, ((0,) * 26,) * 3)
     assert loss(flipped) > 20 * rounding and loss(identity) > 20 * rounding
+    if size[0] % 2 == 0 and size[1] % 2 == 0:
+        # On the planes: the same image but for the two outermost rows and columns, which see
+        # repeated border planes instead of a mirror (the same pixels for a 3x3 filter).
+        planes = FilteredMSE.of(post_filter).filtered_planes(F.pixel_unshuffle(as_tensor(pixels), 2))
+        filtered = F.pixel_shuffle(planes, 2)
+        error = (filtered - as_tensor(decoded)).abs()
+        assert error[..., 2:-2, 2:-2].max() <= 0.5 / 255 + 1e-6
+        assert (error.max() <= 0.5 / 255 + 1e-6) == (taps == 3)
+
+
+def test_the_fit_refuses_a_filter_by_activity():
+    """Activity bands would move with the image at every step of a fit."""
+    from dipcodec.fit import FilteredMSE
+
+    with pytest.raises(ValueError, match="activity"):
+        FilteredMSE.of(PostFilter(3, 8, ((0,) * 10,) * 2, 1, (5,)))

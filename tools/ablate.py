@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adam-beta2", type=float,
                    help=f"Adam's second-moment decay (default: the preset's, else {ADAM_BETA2:g}, the fast and "
                         f"default presets'; {DEFAULT_BETA2:g} before 2026-11-23)")
+    p.add_argument("--filtered-share", type=float,
+                   help="last share of the float fit trained through a post-filter (default: the preset's, else 0)")
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
         encoder.choose_network = choose
     given = {name: value for name, value in (("learning_rate", args.lr), ("qat_learning_rate", args.qat_lr),
-                                             ("adam_beta2", args.adam_beta2)) if value is not None}
+                                             ("adam_beta2", args.adam_beta2),
+                                             ("filtered_share", args.filtered_share)) if value is not None}
     if args.like:
         if args.iterations is not None:
             given.update(iterations=args.iterations, sized_for_cost=None)
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     network = args.network if args.network == "default" else f"{args.network} {args.upsample} 1/{args.input_fraction}"
     print(f"{args.image} {network} bpp={details['bpp']:.4f} "
           f"psnr={result.psnr:.2f} float={result.float_psnr:.2f} lr={schedule.learning_rate:g} "
-          f"beta2={schedule.adam_beta2:g} it={args.iterations or args.like} base={base} "
+          f"beta2={schedule.adam_beta2:g} filtered={schedule.filtered_share:g} "
+          f"it={args.iterations or args.like} base={base} "
           f"params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0

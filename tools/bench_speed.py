@@ -2,7 +2,7 @@
 """Cost of one fitting iteration (forward, backward, Adam step) of the network the encoder picks.
 
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
-                                [--compare-loss] [--offset DY,DX]
+                                [--compare-loss] [--compare-filtered] [--offset DY,DX]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -14,7 +14,10 @@ it on a quiet machine; the timings of a busy one mean little.
 image), one iteration of each in turn (which goes first alternates) on the same input, and prints
 the median of the paired ratios: on a machine whose speed drifts, alternating is what makes the two
 comparable. ``--offset DY,DX`` times the loss of a canvas rolled by that offset instead (a sequence
-frame that follows the camera, ``fit.CanvasMSE``), both ways.
+frame that follows the camera, ``fit.CanvasMSE``), both ways. ``--compare-filtered`` times, the
+same way, an iteration that trains through the post-filter (``encoder.FIT_FILTER_TAPS`` taps, 4
+phases, on the unshuffled planes: the second half of a ``fast`` or ``default`` fit) and prints
+what it adds, the measurement behind ``encoder.FILTERED_COST``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from typing import Literal
 import torch
 
 from dipcodec.decoder import resolve_device
-from dipcodec.encoder import PRESETS, choose_network, iteration_cost, stretched_schedule
-from dipcodec.fit import CanvasMSE, image_mse, objective
+from dipcodec.encoder import FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, stretched_schedule
+from dipcodec.fit import CanvasMSE, FilteredMSE, image_mse, objective
 from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
+from dipcodec.postfilter import PostFilter
 
 
-LossKind = Literal["objective", "shuffled"]
+LossKind = Literal["objective", "shuffled", "filtered"]
 
 
 @full_float32()  # as the encoder's fit runs
@@ -41,20 +45,25 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
                  losses: tuple[LossKind, ...] = ("objective",),
                  offset: tuple[int, int] = (0, 0)) -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
-    plain MSE of the shuffled image, rolled by ``offset`` first) the milliseconds of each timed
-    iteration, the losses in turn."""
+    plain MSE of the shuffled image, rolled by ``offset`` first; ``filtered``: the fit's through a
+    post-filter) the milliseconds of each timed iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
-    if not set(losses) <= {"objective", "shuffled"}:
+    if not set(losses) <= {"objective", "shuffled", "filtered"}:
         raise ValueError(f"unknown loss in {losses}")
     runs = []
     loss_fn = CanvasMSE(offset) if any(offset) else image_mse
+    identity = PostFilter(FIT_FILTER_TAPS, 8, ((0,) * (FIT_FILTER_TAPS**2 + 1),) * 12, phases=4)
     for name in losses:
         net = Generator(config).load(reference_weights(config, 0)).to(dev)
-        loss_of = objective(net, target, loss_fn) if name == "objective" else (
-            lambda weights, net_input, net=net: loss_fn(net(net_input, weights), target))
+        if name == "filtered":
+            loss_of = objective(net, target, FilteredMSE.of(identity))  # any taps cost the same
+        elif name == "objective":
+            loss_of = objective(net, target, loss_fn)
+        else:
+            loss_of = lambda weights, net_input, net=net: loss_fn(net(net_input, weights), target)  # noqa: E731
         runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02)))
     times: dict[str, list[float]] = {name: [] for name in losses}
     for i in range(3 + repeats):
@@ -83,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--compare-loss", action="store_true",
                    help="also time the loss on the shuffled image, alternating, and print the paired ratio")
+    p.add_argument("--compare-filtered", action="store_true",
+                   help="also time an iteration through the post-filter, alternating, and print what it adds")
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
     offset = args.offset
-    losses = ("objective", "shuffled") if args.compare_loss else ("objective",)
+    losses = ("objective",) + (("shuffled",) if args.compare_loss else ()) + (
+        ("filtered",) if args.compare_filtered else ())
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"canvas offset {offset[0]},{offset[1]}")
@@ -103,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             ratio = statistics.median(new / old for new, old in zip(times, runs["shuffled"]))
             print(f"  loss on the shuffled image: median {statistics.median(runs['shuffled']):.1f} ms; "
                   f"the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
+        if args.compare_filtered:
+            added = statistics.median(new - old for new, old in zip(runs["filtered"], times))
+            ratio = statistics.median(new / old for new, old in zip(runs["filtered"], times))
+            print(f"  through the post-filter: median {statistics.median(runs['filtered']):.1f} ms; it adds "
+                  f"{added:.1f} ms (median of paired differences), ratio {ratio:.3f}, that is "
+                  f"{added / statistics.median(times) * iteration_cost(config, height, width):.0f} in the units "
+                  f"of the cost", flush=True)
     return 0
 
 

@@ -57,11 +57,13 @@ FrameCallback = Callable[[int, EncodeResult, float], None]
 def warm_schedule(schedule: FitSchedule, key_float_psnr: float) -> FitSchedule:
     """The fit of a frame that starts from the frame before it: shorter, gentler, and over as soon as
     it fits as well as its key frame did (not the frame before: small shortfalls would add up), with
-    the optimizer it was measured with."""
+    the optimizer it was measured with, and without training through a post-filter (which would
+    pull the weights away from the frame before's; not measured for warm frames)."""
     stop = 10 ** (-key_float_psnr / 10) if math.isfinite(key_float_psnr) else None
     return dataclasses.replace(schedule, iterations=max(1, math.ceil(schedule.iterations * WARM_ITERATIONS)),
                                qat_iterations=max(1, math.ceil(schedule.qat_iterations * WARM_ITERATIONS)),
-                               learning_rate=WARM_LEARNING_RATE, adam_beta2=WARM_BETA2, stop_mse=stop)
+                               learning_rate=WARM_LEARNING_RATE, adam_beta2=WARM_BETA2, stop_mse=stop,
+                               filtered_share=0.0)
 
 
 def warm_grids(key_step_codes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
@@ -117,7 +119,11 @@ def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: floa
         is_key = key is None or (keyint > 0 and index % keyint == 0)
         if is_key:
             history = []
-            result = code_image(frame, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset],
+            # Fitted plainly: a network trained through a post-filter draws an image far from the
+            # frame (its filter undoes that), a poor start for the frames after it, and the warm
+            # frames' stop rule reads the key frame's plain fit. Sequences were measured without.
+            plain = dataclasses.replace(PRESETS[preset], filtered_share=0.0)
+            result = code_image(frame, network_bpp=network_bpp, target_bpp=bpp, schedule=plain,
                                 seed=seed, device=dev, progress=progress, restoration=restoration, start=key_start)
             key, offset = result, (0, 0)
         else:
