@@ -202,8 +202,9 @@ def objective(net: Generator, target: torch.Tensor, loss_fn: Loss = image_mse) -
     it can (image sides multiples of the shuffle): it compares the packed output with the target
     unshuffled once, the same differences permuted, and saves two passes over the full-size image
     each iteration; so does a loss through a post-filter of up to 5x5 taps (:class:`FilteredMSE`; a
-    wider one costs more on the planes than on the image). A rolled canvas's loss (:class:`CanvasMSE`) does the same with the target rolled
-    back onto the canvas, the pixels the crop drops weighed zero."""
+    wider one costs more on the planes than on the image). A rolled canvas's loss
+    (:class:`CanvasMSE`) does the same with the target rolled back onto the canvas, the pixels the
+    crop drops weighed zero."""
     s = net.config.shuffle
     h, w = target.shape[-2:]
     if isinstance(loss_fn, CanvasMSE) and s > 1:
