@@ -12,7 +12,7 @@ import pytest
 
 import dipcodec
 from dipcodec.container import Bitstream, _section, pack, post_filter_section, unpack, zigzag
-from dipcodec.encoder import choose_post_filter, encode_detailed, post_filter_candidates
+from dipcodec.encoder import POST_FILTER_PRECISION, choose_post_filter, encode_detailed, post_filter_candidates
 from dipcodec.errors import DecodeError
 from dipcodec.postfilter import (MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter, activity, classify, normal_equations,
                                  solve_post_filter)
@@ -125,6 +125,26 @@ def test_least_squares_finds_a_filter_that_made_the_image():
     before = np.mean((blurred.astype(float) - original) ** 2)
     after = np.mean((solved.apply(blurred).astype(float) - original) ** 2)
     assert after < 0.5 * before
+
+
+def test_coefficients_rounded_one_at_a_time_beat_rounding_them_all_at_once():
+    """The inverse of a blur has large taps that cancel one another, so rounding its least-squares
+    solution all at once throws much of it away at a coarse precision; rounding the taps one at a
+    time, each rounding's error re-solved into the taps not yet rounded, keeps most of it."""
+    rng = np.random.default_rng(5)
+    original = np.clip(make_image(48, 64).astype(int) + rng.integers(-40, 41, (48, 64, 3)), 0, 255).astype(np.uint8)
+    decoded = PostFilter(3, 4, ((1, 2, 1, 2, -12, 2, 1, 2, 1, 0),) * 3).apply(original)
+    systems = normal_equations(decoded, original, 5)
+    identity = np.eye(26)[12]
+    solutions = [np.linalg.lstsq(systems.grams[c, 0], systems.rhs[c, 0], rcond=None)[0] for c in range(3)]
+    unrounded = sum(systems.energy[c, 0] - systems.rhs[c, 0] @ solutions[c] for c in range(3))
+    for precision in (3, 4):
+        at_once = PostFilter(5, precision, tuple(tuple(int(v) for v in np.round((s - identity) * 2**precision))
+                                                 for s in solutions))
+        one_at_a_time = solve_post_filter(systems, 5, precision)
+        lost_at_once = systems.squared_error(at_once) - unrounded
+        lost_one_at_a_time = systems.squared_error(one_at_a_time) - unrounded
+        assert 0 <= lost_one_at_a_time < 0.1 * lost_at_once
 
 
 def test_smaller_filters_solved_from_a_wider_system_equal_their_own_solve():
@@ -251,7 +271,7 @@ def test_a_filter_is_chosen_only_where_it_pays():
     blurred = blur.apply(original)
     assert choose_post_filter(original, original, 2000) is None  # nothing to gain
     chosen = choose_post_filter(blurred, original, 2000)
-    assert chosen is not None and chosen.taps in (3, 5, 7) and chosen.precision == 8
+    assert chosen is not None and chosen.taps in (3, 5, 7) and chosen.precision == POST_FILTER_PRECISION
     # No section fits in 10 bytes more; in a file of 60 bytes in all, none may take half of it.
     assert choose_post_filter(blurred, original, 2000, max_bytes=2010) is None
     assert choose_post_filter(blurred, original, 60, fixed_total=True) is None
