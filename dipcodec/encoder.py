@@ -105,8 +105,9 @@ BD-rate against JPEG from +29.3% to +21.5%, 5x5 to +17.0%, 7x7 to +16.3%; BENCHM
 POST_FILTER_PRECISION = 6
 """Coefficients in units of 2^-6. Rounded all at once, 2^-6 cost a filter too much (kodak6 at ``fast``,
 BD-rate against JPEG +22.5% where 2^-8 gave +17.0%); rounded one at a time, each rounding's error
-re-solved into the rest (``postfilter._rounded_codes``), 2^-6 stays within 0.01 dB of 2^-8, and its
-section is a fifth smaller (BENCHMARKS.md, "Post-filter coefficients rounded one at a time")."""
+re-solved into the rest (``postfilter._rounded_codes``), 2^-6 stays within 0.01 dB of 2^-8, its
+section a fifth smaller (kodak6 at ``fast``: BENCHMARKS.md, "Post-filter coefficients rounded one at a
+time")."""
 POST_FILTER_CLASSES = ((1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4))
 """The (phases, activity bands) each size is tried with. Bands split the pixels at the quartiles
 (or the median) of their activity, so every classification is a merger of the finest one and one

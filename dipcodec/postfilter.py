@@ -247,29 +247,27 @@ def solve_post_filter(systems: NormalEquations, taps: int, precision: int, *, ph
 
 
 def _rounded_codes(grams: np.ndarray, rhs: np.ndarray, identity: np.ndarray, scale: float) -> np.ndarray:
-    """Codes of the least-squares solutions of ``grams[f] w = rhs[f]`` less ``identity``, in units
-    of ``1 / scale``, rounded one at a time: the largest tap first and the offset last, each rounding
-    followed by the re-solve of the coefficients not yet rounded for the error it made (the update
-    of Optimal Brain Quantization, through the pseudo-inverse of the Gram matrix). The taps of these
-    filters are large and cancel one another, so rounding them all at once cost kodak6's ``fast``
-    files up to 0.12 dB at 2^-8 and 0.56 dB at 2^-7; rounded this way, 2^-6 is within 0.01 dB of
-    2^-8 (BENCHMARKS.md, "Post-filter coefficients rounded one at a time"). All filters at once,
-    float64, one row of codes per filter."""
+    """Codes (int64, one row per filter) of the least-squares solutions of ``grams[f] w = rhs[f]``
+    less ``identity``, in units of ``1 / scale``, rounded one at a time, the largest code first and
+    the offset last, the coefficients not yet rounded re-solved after each rounding for the error it
+    made (Optimal Brain Quantization's update, through the Gram matrix's pseudo-inverse). The taps
+    of these filters are large and cancel one another, so rounding them all at once loses far more
+    (BENCHMARKS.md, "Post-filter coefficients rounded one at a time")."""
     inverse = np.linalg.pinv(grams, hermitian=True)
     solution = np.einsum("fij,fj->fi", inverse, rhs)
     filters, n = rhs.shape
     order = np.argsort(-np.abs(solution[:, :-1] - identity[:-1]), axis=1, kind="stable")
     order = np.concatenate([order, np.full((filters, 1), n - 1)], axis=1)
     floor = 1e-12 * np.maximum(np.diagonal(inverse, axis1=1, axis2=2).max(axis=1), 1e-300)
-    every = np.arange(filters)
+    rows = np.arange(filters)
     codes = np.zeros((filters, n))
     for index in order.T:
-        code = np.clip(np.round((solution[every, index] - identity[index]) * scale), -MAX_CODE, MAX_CODE)
-        codes[every, index] = code
-        pivot = inverse[every, index, index]
+        code = np.clip(np.round((solution[rows, index] - identity[index]) * scale), -MAX_CODE, MAX_CODE)
+        codes[rows, index] = code
+        pivot = inverse[rows, index, index]
         live = pivot > floor  # a direction the pixels never excite: nothing to re-solve
-        weight = np.where(live, 1.0 / np.where(live, pivot, 1.0), 0.0)
-        column = inverse[every, :, index]  # the inverse is symmetric: also its row
-        solution = solution + (weight * (code / scale + identity[index] - solution[every, index]))[:, None] * column
-        inverse = inverse - weight[:, None, None] * column[:, :, None] * column[:, None, :]
+        reciprocal = np.where(live, 1.0 / np.where(live, pivot, 1.0), 0.0)
+        column = inverse[rows, :, index]  # the inverse is symmetric: also its row
+        solution = solution + (reciprocal * (code / scale + identity[index] - solution[rows, index]))[:, None] * column
+        inverse = inverse - reciprocal[:, None, None] * column[:, :, None] * column[:, None, :]
     return codes.astype(np.int64)

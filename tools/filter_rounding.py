@@ -6,12 +6,13 @@
 For every dipcodec unit with a post-filter, the network's own image is rendered from the file (its
 filter left off) and the file's filter layout (taps, phases, activity thresholds) is solved again
 for it at each precision, its coefficients rounded two ways: all at once (each least-squares
-coefficient to its nearest step, as the encoder did before 2026-11-24) and one at a time
+coefficient to its nearest step, as the encoder did before commit eb8961e) and one at a time
 (``postfilter.solve_post_filter``: each rounding's error re-solved into the coefficients not yet
 rounded). Per file it prints the PSNR and ``F`` section bytes of each, and the mean change of the
 encoder's own score (PSNR less ``GRID_DB_PER_OCTAVE`` dB per doubling of the file's bytes, as
-``choose_post_filter`` weighs a section) against the file as coded. The layout is the file's, so
-what a cheaper section would let the encoder choose instead is not in these figures.
+``choose_post_filter`` weighs a section in its final choice; rate control's byte limits are left
+out) against the file as coded. The layout is the file's, so what a cheaper section would let the
+encoder choose instead is not in these figures.
 """
 
 from __future__ import annotations

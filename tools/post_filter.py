@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What would a post-filter add to files coded without one? For issue #4: measured on eval units.
 
-    python tools/post_filter.py docs/eval/kodak6-fast [--taps 5] [--precision 8] [--json OUT]
+    python tools/post_filter.py docs/eval/kodak6-fast [--taps 5] [--precision 6] [--json OUT]
 
 For every dipcodec unit of a ``dipcodec eval`` output folder, the file is decoded and, per colour
 channel, the ``taps`` x ``taps`` least-squares filter (plus an offset) is fitted to it and applied,
@@ -27,6 +27,7 @@ import numpy as np
 
 import dipcodec
 from dipcodec.container import post_filter_section
+from dipcodec.encoder import POST_FILTER_PRECISION
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.bdrate import bd_rate
 from dipcodec.evaluation.curves import mean_curve
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path, help="a dipcodec eval output folder (its cache/ and jpeg.json)")
     p.add_argument("--taps", type=int, default=5, help="filter side, odd (default 5)")
-    p.add_argument("--precision", type=int, default=8, help="coefficient step 2^-P (default 8)")
+    p.add_argument("--precision", type=int, default=POST_FILTER_PRECISION,
+                   help=f"coefficient step 2^-P (default {POST_FILTER_PRECISION}, the encoder's)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.taps < 1 or args.taps % 2 == 0:
