@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import torch
+
+
+def with_crc(body: bytes) -> bytes:
+    """A forged file's bytes before the CRC, with the CRC32 every dipcodec file, base model and
+    sequence ends with (little-endian): so that a test's forgery reaches the check it targets."""
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
 
 
 def make_image(height: int, width: int, gray: bool = False) -> np.ndarray:

@@ -7,8 +7,6 @@ version 6 that file's network with a post-filter of 4 phases and 2 activity band
 from __future__ import annotations
 
 import random
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ from PIL import Image
 
 import dipcodec
 from dipcodec import DecodeError
+
+from conftest import with_crc
 
 DATA = Path(__file__).parent / "data"
 VERSIONS = (1, 2, 3, 4, 5, 6)
@@ -80,10 +80,6 @@ def test_golden_info(golden, version):
     assert sum(details["section_bytes"].values()) == len(golden) == details["file_bytes"]
 
 
-def _with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
 def _mutations(data: bytes, count: int, seed: int):
     """Seeded damage: bit flips, byte overwrites, truncations, insertions, deletions, and the same with a
     recomputed CRC, so that the parser (not only the checksum) meets forged content."""
@@ -109,7 +105,7 @@ def _mutations(data: bytes, count: int, seed: int):
         else:  # a header field set to an extreme value
             pos = rng.randrange(min(len(b), 24))
             b[pos] = rng.choice([0x00, 0x7F, 0x80, 0xFF])
-        yield _with_crc(bytes(b)) if i % 2 else bytes(b)
+        yield with_crc(bytes(b)) if i % 2 else bytes(b)
 
 
 def test_golden_v2_decodes_at_native_size():
@@ -152,14 +148,14 @@ def test_forged_huge_image_is_rejected_before_allocation(golden):
     width_end = 5 + next(i for i in range(4) if body[5 + i] < 0x80) + 1
     body[5:width_end] = bytes([0xC0, 0x84, 0x3D])
     with pytest.raises(DecodeError, match="out of range"):
-        dipcodec.decode(_with_crc(bytes(body)))
+        dipcodec.decode(with_crc(bytes(body)))
 
 
 def test_version_3_files_may_not_upsample_bicubically():
     golden = (DATA / "golden-v4.dip").read_bytes()
     assert golden[4] == 4
     with pytest.raises(DecodeError, match="bicubic upsampling is not defined before version 4"):
-        dipcodec.decode(_with_crc(golden[:4] + bytes([3]) + golden[5:-4]))
+        dipcodec.decode(with_crc(golden[:4] + bytes([3]) + golden[5:-4]))
 
 
 def test_version_1_files_may_not_use_the_modes_of_version_2():
@@ -169,9 +165,9 @@ def test_version_1_files_may_not_use_the_modes_of_version_2():
     for mode in (2, 3):
         body[mode_at] = mode
         with pytest.raises(DecodeError, match="not defined in version-1 files"):
-            dipcodec.decode(_with_crc(bytes(body)))
+            dipcodec.decode(with_crc(bytes(body)))
     body[mode_at] = 1  # inpaint was defined in version 1 and decodes like plain
-    assert np.array_equal(dipcodec.decode(_with_crc(bytes(body))), dipcodec.decode((DATA / "golden-v1.dip").read_bytes()))
+    assert np.array_equal(dipcodec.decode(with_crc(bytes(body))), dipcodec.decode((DATA / "golden-v1.dip").read_bytes()))
 
 
 # ---------------------------------------------------------------- the post-filter section (versions 5 and 6)
@@ -181,7 +177,7 @@ def _without_post_filter(data: bytes) -> np.ndarray:
     from dipcodec.container import section_sizes
 
     body = data[: -4 - section_sizes(data)["post_filter"]]
-    return dipcodec.decode(_with_crc(body[:4] + bytes([3]) + body[5:]))
+    return dipcodec.decode(with_crc(body[:4] + bytes([3]) + body[5:]))
 
 
 def _golden_parts(version: int = 5) -> tuple[bytes, bytes]:
@@ -238,7 +234,7 @@ def test_forged_post_filter_classes_are_rejected(forge, reason):
     body, payload = _golden_parts(6)
     assert payload[2:6] == bytes([4, 2]) + bytes([0xBC, 0x03])  # 4 phases, 2 bands, threshold 444
     with pytest.raises(DecodeError, match=reason):
-        dipcodec.decode(_with_crc(forge(body, payload)))
+        dipcodec.decode(with_crc(forge(body, payload)))
 
 
 @pytest.mark.parametrize("offset, accepted", [(2**24, True), (-(2**24), True), (2**24 + 1, False),
@@ -250,7 +246,7 @@ def test_post_filter_codes_are_bounded_at_two_to_the_24(offset, accepted):
     end = len(payload) - 2  # the last varint (the last channel's offset) starts after the last byte
     while payload[end] & 0x80:  # before it without a continuation bit
         end -= 1
-    data = _with_crc(body + _f_section(payload[: end + 1] + zigzag(offset)))
+    data = with_crc(body + _f_section(payload[: end + 1] + zigzag(offset)))
     if accepted:
         assert dipcodec.decode(data).shape == (64, 96, 3)
     else:
@@ -275,7 +271,7 @@ def test_post_filter_codes_are_bounded_at_two_to_the_24(offset, accepted):
 def test_forged_post_filter_sections_are_rejected(forge, reason):
     body, payload = _golden_parts()
     with pytest.raises(DecodeError, match=reason):
-        dipcodec.decode(_with_crc(forge(body, payload)))
+        dipcodec.decode(with_crc(forge(body, payload)))
 
 
 def test_post_filter_sections_belong_to_plain_files_before_the_crc_only():
@@ -286,12 +282,12 @@ def test_post_filter_sections_belong_to_plain_files_before_the_crc_only():
     assert body[mode_at] == 0
     denoised = body[:mode_at] + bytes([3]) + body[mode_at + 1 :]
     with pytest.raises(DecodeError, match="only for plain files"):
-        dipcodec.decode(_with_crc(denoised + _f_section(payload)))
+        dipcodec.decode(with_crc(denoised + _f_section(payload)))
     # F is the last section: it may not come before W.
     weights = section_sizes((DATA / "golden-v5.dip").read_bytes())["weights"]
     before_w = body[: len(body) - weights] + _f_section(payload) + body[len(body) - weights :]
     with pytest.raises(DecodeError, match="repeated or out of order"):
-        dipcodec.decode(_with_crc(before_w))
+        dipcodec.decode(with_crc(before_w))
 
 
 # ---------------------------------------------------------------- the golden sequence and base model

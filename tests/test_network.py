@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import struct
 import threading
-import zlib
 
 import numpy as np
 import pytest
@@ -20,6 +18,8 @@ from dipcodec.errors import DecodeError
 from dipcodec.network import (Generator, NetworkConfig, _tf32_switches, fixed_input, full_float32, padded_size,
                               reference_weights, upsample2x)
 from dipcodec.quantize import quantize
+
+from conftest import with_crc
 
 TAPERED = NetworkConfig(channels=(12, 12, 6), kernel_sizes=(1, 1, 1), input_channels=12, out_channels=3, shuffle=2)
 
@@ -135,7 +135,7 @@ def test_a_version_2_file_cannot_carry_a_sine_network():
     body = bytearray(data[:-4])
     body[4] = 2
     with pytest.raises(DecodeError, match="trailing bytes"):
-        dipcodec.decode(bytes(body) + struct.pack("<I", zlib.crc32(body)))
+        dipcodec.decode(with_crc(body))
 
 
 def test_tensor_shapes_match_the_parameter_count():

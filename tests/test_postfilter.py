@@ -4,8 +4,6 @@ least-squares solve, its section in the container, and the encoder's choice of i
 from __future__ import annotations
 
 import dataclasses
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from dipcodec.errors import DecodeError
 from dipcodec.postfilter import (MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter, activity, classify, normal_equations,
                                  solve_post_filter)
 
-from conftest import make_image
+from conftest import make_image, with_crc
 
 
 def _mirror(i: int, n: int) -> int:
@@ -228,7 +226,7 @@ def test_a_stream_with_classes_packs_as_version_6_and_round_trips(encoded_rgb, c
     body[4] = 6
     one = PostFilter(3, 8, codes[:channels])
     body += _section(b"F", bytes([3, 8, 1, 1]) + b"".join(zigzag(v) for c in one.codes for v in c))
-    forged = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    forged = with_crc(body)
     assert unpack(forged).post_filter == one
     np.testing.assert_array_equal(dipcodec.decode(forged), one.apply(unfiltered))
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from dipcodec.transfer.basefile import BaseModel, base_from_bytes, base_to_bytes
 from dipcodec.transfer.meta import MetaSchedule, standard_network, train_base
 from dipcodec.transfer.sequence import SequenceFile, mean_weights, pack_sequence, sequence_info, unpack_sequence
 
-from conftest import make_image, psnr
+from conftest import make_image, psnr, with_crc
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -55,7 +53,7 @@ def test_base_files_refuse_bicubic_networks(tiny_base):
     assert data[at] == 0
     body = data[:at] + bytes([2]) + data[at + 1 : -4]
     with pytest.raises(DecodeError, match="cannot upsample bicubically"):
-        base_from_bytes(body + struct.pack("<I", zlib.crc32(body)))
+        base_from_bytes(with_crc(body))
 
 
 def test_base_file_round_trips_weights_and_id(tiny_base, tmp_path):
@@ -87,7 +85,7 @@ def test_a_sine_base_is_written_as_version_2_and_a_relu_base_as_version_1(tiny_b
     body = bytearray(data[:-4])
     body[4] = 1  # version 1 knows no activation byte
     with pytest.raises(DecodeError, match="trailing bytes"):
-        base_from_bytes(bytes(body) + struct.pack("<I", zlib.crc32(body)))
+        base_from_bytes(with_crc(body))
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "magic", "length"])
@@ -100,11 +98,7 @@ def test_damaged_base_file_is_a_clean_error(tiny_base, tmp_path, damage):
     elif damage == "magic":
         data[:4] = b"DIPC"
     else:  # a forged network description of a huge network, CRC fixed up: refused before allocating
-        import struct
-        import zlib
-
-        data = bytearray(b"DIPB\x01" + bytes([9, 1, 0x80, 4, 0x80, 4, 1, 3, 2, 0]) + b"\x00")
-        data += struct.pack("<I", zlib.crc32(bytes(data)))
+        data = bytearray(with_crc(b"DIPB\x01" + bytes([9, 1, 0x80, 4, 0x80, 4, 1, 3, 2, 0]) + b"\x00"))
     with pytest.raises(DecodeError):
         base_from_bytes(bytes(data))
     (tmp_path / "bad.dipbase").write_bytes(bytes(data))
@@ -380,7 +374,7 @@ def test_damaged_sequence_is_a_clean_error(sequence, damage):
             body = b"DIPS\x01\x00" + pack_sequence(SequenceFile(frames[:1]))[6:-4]  # a window of 0
         else:
             body = pack_sequence(SequenceFile(frames[1:2]))[:-4]
-        bad = body + struct.pack("<I", zlib.crc32(body))
+        bad = with_crc(body)
     with pytest.raises(DecodeError):
         dipcodec.decode_sequence(bytes(bad))
 
@@ -493,7 +487,7 @@ def test_canvas_offsets_round_trip_and_forged_ones_are_clean_errors(sequence):
     # An offset past any canvas is refused while reading: the varint's limit.
     body = b"DIPS\x02\x01\x01" + b"\x80\x80\x01\x00" + b"\x00"
     with pytest.raises(DecodeError, match=r"canvas offset \(rows\) of frame 0"):
-        unpack_sequence(body + struct.pack("<I", zlib.crc32(body)))
+        unpack_sequence(with_crc(body))
 
 
 # ---------------------------------------------------------------- command line
