@@ -2,7 +2,7 @@
 """Cost of one fitting iteration (forward, backward, Adam step) of the network the encoder picks.
 
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
-                                [--compare-loss] [--compare-filtered] [--offset DY,DX]
+                                [--compare-loss] [--compare-filtered [--filter-taps T]] [--offset DY,DX]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -17,7 +17,9 @@ comparable. ``--offset DY,DX`` times the loss of a canvas rolled by that offset 
 frame that follows the camera, ``fit.CanvasMSE``), both ways. ``--compare-filtered`` times, the
 same way, an iteration that trains through the post-filter (``encoder.FIT_FILTER_TAPS`` taps, 4
 phases, on the unshuffled planes: the second half of a ``fast`` or ``default`` fit) and prints
-what it adds, the measurement behind ``encoder.FILTERED_COST``.
+what it adds, the measurement behind ``encoder.FILTERED_COST``. ``--filter-taps 7`` times a 7x7
+filter with 4 phases instead, on the full-size image: what the quantization-aware phase tunes
+through when the file's filter is 7x7 (the stretch does not charge that phase yet).
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ LossKind = Literal["objective", "shuffled", "filtered"]
 
 @full_float32()  # as the encoder's fit runs
 def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
-                 losses: tuple[LossKind, ...] = ("objective",),
-                 offset: tuple[int, int] = (0, 0)) -> tuple[NetworkConfig, dict[str, list[float]]]:
+                 losses: tuple[LossKind, ...] = ("objective",), offset: tuple[int, int] = (0, 0),
+                 filter_taps: int = FIT_FILTER_TAPS) -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
     plain MSE of the shuffled image, rolled by ``offset`` first; ``filtered``: the fit's through a
     post-filter) the milliseconds of each timed iteration, the losses in turn."""
@@ -55,11 +57,11 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
         raise ValueError(f"unknown loss in {losses}")
     runs = []
     loss_fn = CanvasMSE(offset) if any(offset) else image_mse
-    identity = PostFilter(FIT_FILTER_TAPS, 8, ((0,) * (FIT_FILTER_TAPS**2 + 1),) * 12, phases=4)
+    identity = PostFilter(filter_taps, 8, ((0,) * (filter_taps**2 + 1),) * 12, phases=4)
     for name in losses:
         net = Generator(config).load(reference_weights(config, 0)).to(dev)
         if name == "filtered":
-            loss_of = objective(net, target, FilteredMSE.of(identity))  # any taps cost the same
+            loss_of = objective(net, target, FilteredMSE.of(identity))  # any coefficients cost the same
         elif name == "objective":
             loss_of = objective(net, target, loss_fn)
         else:
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the loss on the shuffled image, alternating, and print the paired ratio")
     p.add_argument("--compare-filtered", action="store_true",
                    help="also time an iteration through the post-filter, alternating, and print what it adds")
+    p.add_argument("--filter-taps", type=int, default=FIT_FILTER_TAPS,
+                   help=f"the filter --compare-filtered trains through (default {FIT_FILTER_TAPS}, the float fit's)")
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"canvas offset {offset[0]},{offset[1]}")
     for bpp in (float(b) for b in args.bpp.split(",")):
-        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses, offset)
+        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses, offset, args.filter_taps)
         times = runs["objective"]
         q1, _, q3 = statistics.quantiles(times, n=4)
         iterations = "/".join(str(stretched_schedule(s, config, height, width).iterations) for s in PRESETS.values())
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare_filtered:
             added = statistics.median(new - old for new, old in zip(runs["filtered"], times))
             ratio = statistics.median(new / old for new, old in zip(runs["filtered"], times))
-            print(f"  through the post-filter: median {statistics.median(runs['filtered']):.1f} ms; it adds "
+            taps = f"{args.filter_taps}x{args.filter_taps}"
+            print(f"  through a {taps} post-filter: median {statistics.median(runs['filtered']):.1f} ms; it adds "
                   f"{added:.1f} ms (median of paired differences), ratio {ratio:.3f}, that is "
                   f"{added / statistics.median(times) * iteration_cost(config, height, width):.0f} in the units "
                   f"of the cost", flush=True)
