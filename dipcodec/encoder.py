@@ -74,11 +74,17 @@ FIT_FILTER_MIN_BYTES = 8192
 """The smallest budget whose fit trains through a post-filter. A network trained through a filter
 draws a worse image without it, and in a small file the filter's section (some 400 bytes for 5x5
 taps and 4 phases) may not pay for itself: a guess, not measured below Kodak's 12 kB at 0.25 bpp."""
-FILTERED_COST = 180.0
+FILTERED_COST = 200.0
 """What training through the post-filter (FIT_FILTER_TAPS on the unshuffled planes) adds to an
 iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
-0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered``, reference machine), and the rest pays
-for the filter's solves (0.2 s each, four or five a ``fast`` fit)."""
+0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered``, reference machine) when the planes' borders
+were repeated, about 20 more since they are mirrored, and the rest pays for the filter's solves
+(0.2 s each, four or five a ``fast`` fit)."""
+TUNING_FILTER_COST = 360.0
+"""What tuning the rounded network through the file's post-filter adds to a quantization-aware
+iteration, in the same units, for the widest filter the encoder tunes through (7x7 taps, 4 phases):
+365 / 349 / 350 on 768x512 at 0.25 / 0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered
+--filter-taps 7``). The float fit pays for it with fewer iterations (``stretched_schedule``)."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
 BITS_PER_WEIGHT = 8.0
@@ -231,13 +237,15 @@ def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int
     ``FitSchedule.min_stretch`` times), so that every rate takes about the time the preset promises:
     low rates get more (narrow networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450
     to 900 iterations), and at ``fast`` and ``default`` high rates fewer. The iterations a schedule
-    trains through the post-filter cost FILTERED_COST more. A schedule sized for no network keeps
+    trains through the post-filter cost FILTERED_COST more, and its quantization-aware ones
+    TUNING_FILTER_COST more, paid for with float iterations. A schedule sized for no network keeps
     its count."""
     if schedule.sized_for_cost is None:
         return schedule
     cost = iteration_cost(config, height, width) + schedule.filtered_share * FILTERED_COST
     factor = min(max(schedule.sized_for_cost / cost, schedule.min_stretch), MAX_STRETCH)
-    return dataclasses.replace(schedule, iterations=round(schedule.iterations * factor))
+    tuning = schedule.qat_iterations * TUNING_FILTER_COST / cost
+    return dataclasses.replace(schedule, iterations=max(round(schedule.iterations * factor - tuning), 1))
 
 
 class _Coder:

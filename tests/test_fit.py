@@ -77,38 +77,46 @@ def test_sensitive_steps_cost_less_error_at_the_same_rate(fitted):
 
 def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     import dipcodec.encoder as encoder
-    from dipcodec.encoder import FILTERED_COST, PRESET_COST, PRESETS, iteration_cost, stretched_schedule
+    from dipcodec.encoder import (FILTERED_COST, PRESET_COST, PRESETS, TUNING_FILTER_COST, iteration_cost,
+                                  stretched_schedule)
 
     at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
     # The presets were sized for the network of 768x512 at the default quality (0.5 bpp).
     assert PRESET_COST == pytest.approx(iteration_cost(at(0.5), 512, 768), abs=0.05)
     default, fast, best = PRESETS["default"], PRESETS["fast"], PRESETS["best"]
-    unfiltered = dataclasses.replace(default, filtered_share=0.0)
+    untuned = dataclasses.replace(default, filtered_share=0.0, qat_iterations=0)
     # That network keeps the count of a schedule sized for it.
-    assert stretched_schedule(unfiltered, at(0.5), 512, 768) == unfiltered
+    assert stretched_schedule(untuned, at(0.5), 512, 768) == untuned
     # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
-    low = stretched_schedule(unfiltered, at(0.25), 512, 768)
+    low = stretched_schedule(untuned, at(0.25), 512, 768)
     ratio = PRESET_COST / iteration_cost(at(0.25), 512, 768)
-    assert 1.2 < ratio and low.iterations == round(unfiltered.iterations * ratio)
-    assert low.qat_iterations == unfiltered.qat_iterations and low.learning_rate == unfiltered.learning_rate
+    assert 1.2 < ratio and low.iterations == round(untuned.iterations * ratio)
+    assert low.qat_iterations == untuned.qat_iterations and low.learning_rate == untuned.learning_rate
+    # The quantization-aware iterations, tuned through the file's post-filter, cost TUNING_FILTER_COST
+    # more each, paid for with float iterations.
+    unfiltered = dataclasses.replace(default, filtered_share=0.0)
+    tuned = stretched_schedule(unfiltered, at(0.5), 512, 768)
+    assert tuned.iterations == round(default.iterations - default.qat_iterations * TUNING_FILTER_COST / PRESET_COST)
+    assert tuned.qat_iterations == default.qat_iterations
     # A dearer one gets fewer, down to half (min_stretch), so that every rate takes the preset's time;
     # fast is sized for a network a third dearer ...
     iterations = lambda schedule: [stretched_schedule(schedule, at(b), 512, 768).iterations for b in (0.25, 0.5, 0.75)]
-    assert iterations(unfiltered) == [3797, 2860, 2285]
-    assert iterations(dataclasses.replace(fast, filtered_share=0.0)) == [1036, 780, 623]
+    assert iterations(unfiltered) == [3541, 2667, 2130]
+    assert iterations(dataclasses.replace(fast, filtered_share=0.0)) == [984, 741, 592]
     # ... and the iterations trained through the post-filter cost FILTERED_COST more.
     assert default.filtered_share == fast.filtered_share == 0.5
+    dearer = PRESET_COST + 0.5 * FILTERED_COST
     assert stretched_schedule(default, at(0.5), 512, 768).iterations == round(
-        default.iterations * PRESET_COST / (PRESET_COST + 0.5 * FILTERED_COST))
-    assert iterations(default) == [3261, 2545, 2079]
-    assert iterations(fast) == [889, 694, 567]
-    # ... and best's keep the count (min_stretch 1).
-    assert iterations(best) == [5975, 4500, 4500]
+        default.iterations * PRESET_COST / dearer - default.qat_iterations * TUNING_FILTER_COST / dearer)
+    assert iterations(default) == [2994, 2344, 1919]
+    assert iterations(fast) == [832, 652, 534]
+    # ... and best's keep the count (min_stretch 1) but for the tuning's price.
+    assert iterations(best) == [5646, 4252, 4302]
     floored = FitSchedule(iterations=100, qat_iterations=0, sized_for_cost=PRESET_COST / 4, min_stretch=0.5)
     assert stretched_schedule(floored, at(0.5), 512, 768).iterations == 50
     # The stretch is capped, and a schedule sized for no network (a tool's, a restoration's) is exact.
     monkeypatch.setattr(encoder, "MAX_STRETCH", 1.1)
-    assert stretched_schedule(unfiltered, at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
+    assert stretched_schedule(untuned, at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
     exact = FitSchedule(iterations=100, qat_iterations=0)
     assert stretched_schedule(exact, at(0.25), 512, 768) == exact
     from dipcodec.restoration.modes import AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level
@@ -210,6 +218,29 @@ def test_a_rolled_canvas_objective_is_its_image_mse_without_the_shuffle(size, of
     assert losses[0] != pytest.approx(image_mse(net(noise), target).item(), rel=1e-3)  # the roll matters
     for plain, packed in zip(*grads, strict=True):
         assert torch.allclose(plain, packed, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("size, packs", [((64, 64), True), ((40, 36), True), ((33, 35), False)],
+                         ids=["stride", "padded", "odd"])
+@pytest.mark.parametrize("taps", [3, 5, 7, 9])
+def test_a_filtered_objective_is_the_filtered_image_mse_without_the_shuffle(size, packs, taps, monkeypatch):
+    """Through a post-filter of any size (``FilteredMSE``) the fit's loss also skips the pixel
+    shuffle where the sides allow it: the same loss and gradients as filtering the full-size image
+    with mirrored borders, up to summation order."""
+    from dipcodec.fit import FilteredMSE
+    from dipcodec.postfilter import PostFilter
+
+    shuffles, net, noise, target = _network_counting_shuffles(size, monkeypatch)
+    rng = np.random.default_rng(taps)
+    codes = tuple(tuple(int(v) for v in rng.integers(-40, 41, taps * taps + 1)) for _ in range(12))
+    filtered = FilteredMSE.of(PostFilter(taps, 8, codes, phases=4))
+    losses, grads = _losses_and_gradients(net, shuffles, lambda: filtered(net(noise), target),
+                                          lambda: objective(net, target, filtered)(None, noise))
+    assert shuffles == ([] if packs else [2])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert losses[0] != pytest.approx(image_mse(net(noise), target).item(), rel=1e-3)  # the filter matters
+    for full_size, packed in zip(*grads, strict=True):
+        assert torch.allclose(full_size, packed, rtol=1e-4, atol=1e-6)
 
 
 def test_the_objective_keeps_a_restorations_own_loss():
