@@ -51,13 +51,14 @@ PRESETS: dict[str, FitSchedule] = {
     # dearer one gets fewer; restorations, which are sized for no network, fit the 585. default's
     # dearer networks get fewer too.
     # fast and default had 450 and 2200 until 1x1 convolutions became matrix products, which cut an
-    # iteration's time by a quarter: 1.3 times as many take the time the old count did. best keeps
-    # its count, and PyTorch's beta2 0.999, until it is measured on a GPU (BENCHMARKS.md).
+    # iteration's time by a quarter: 1.3 times as many take the time the old count did. best was
+    # not raised, and keeps PyTorch's beta2 0.999, until it is measured on a GPU (BENCHMARKS.md).
     # fast and default forget old gradients sooner (Adam's beta2 0.95; BENCHMARKS.md, "Adam's memory"),
     # and fit their second half through a post-filter (BENCHMARKS.md, "Fitting through the
-    # post-filter"), whose dearer iterations the stretch pays for with fewer (FILTERED_COST): fast
-    # fits 889 / 694 / 567 float iterations at 0.25 / 0.5 / 0.75 bpp on 768x512 (1036 / 780 / 623
-    # without the filter), default 3261 / 2545 / 2079 (3797 / 2860 / 2285).
+    # post-filter"), whose dearer iterations the stretch pays for with fewer (FILTERED_COST), as it
+    # does for the quantization-aware ones, tuned through the file's filter (TUNING_FILTER_COST):
+    # fast fits 832 / 652 / 534 float iterations at 0.25 / 0.5 / 0.75 bpp on 768x512 (1036 / 780 /
+    # 623 paying for neither), default 2994 / 2344 / 1919 (3797 / 2860 / 2285).
     "fast": FitSchedule(iterations=585, qat_iterations=78, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
                         adam_beta2=0.95, filtered_share=0.5),
     "default": FitSchedule(iterations=2860, qat_iterations=390, sized_for_cost=PRESET_COST, min_stretch=0.5,
@@ -82,9 +83,11 @@ were repeated, about 20 more since they are mirrored, and the rest pays for the 
 (0.2 s each, four or five a ``fast`` fit)."""
 TUNING_FILTER_COST = 360.0
 """What tuning the rounded network through the file's post-filter adds to a quantization-aware
-iteration, in the same units, for the widest filter the encoder tunes through (7x7 taps, 4 phases):
-365 / 349 / 350 on 768x512 at 0.25 / 0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered
---filter-taps 7``). The float fit pays for it with fewer iterations (``stretched_schedule``)."""
+iteration, in the same units, for the widest filter the encoder tunes through (7x7 taps, 4 phases,
+what every kodak6 file at ``fast`` but one keeps): 365 / 349 / 350 on 768x512 at 0.25 / 0.5 / 0.75
+bpp (``tools/bench_speed.py --compare-filtered --filter-taps 7``). The float fit pays for it with
+fewer iterations (``stretched_schedule``), in full even where the file ends with a smaller filter or
+none, or is grey; rate control's shorter passes on a coarser grid are not charged."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
 BITS_PER_WEIGHT = 8.0
@@ -234,7 +237,8 @@ def iteration_cost(config: NetworkConfig, height: int, width: int) -> float:
 def stretched_schedule(schedule: FitSchedule, config: NetworkConfig, height: int, width: int) -> FitSchedule:
     """The schedule with its iterations scaled by how much cheaper ``config`` is than the network they
     were sized for (``FitSchedule.sized_for_cost``; at most MAX_STRETCH times as many, and at least
-    ``FitSchedule.min_stretch`` times), so that every rate takes about the time the preset promises:
+    ``FitSchedule.min_stretch`` times, before the tuning's price), so that every rate takes about
+    the time the preset promises:
     low rates get more (narrow networks underfit most: kodim07 at 0.25 bpp gains 0.57 dB from 450
     to 900 iterations), and at ``fast`` and ``default`` high rates fewer. The iterations a schedule
     trains through the post-filter cost FILTERED_COST more, and its quantization-aware ones

@@ -62,8 +62,9 @@ class FitSchedule:
     for: the encoder gives a cheaper network proportionally more (``encoder.stretched_schedule``).
     None: exactly ``iterations``."""
     min_stretch: float = 1.0
-    """The least a dearer network's count is scaled by: 1, it keeps the count; below 1 where the
-    preset's time must hold at high rates (``fast``, ``default``)."""
+    """The least a dearer network's count is scaled by (before the price of the quantization-aware
+    phase is taken off): 1, it keeps the count; below 1 where the preset's time must hold at high
+    rates (``fast``, ``default``)."""
     filtered_share: float = 0.0
     """The last share of the float fit that trains through a post-filter solved for the network's
     image of the moment (``fit``'s ``filter_loss``), so that the network spends itself on what a
@@ -108,7 +109,8 @@ class FilteredMSE:
     2x2-unshuffled planes (:meth:`packed`, the network's output before its pixel shuffle) the filter
     is one convolution whose kernel maps every phase's neighbourhood to every phase, from planes
     padded as the mirrored image would be (one gather), so a fit never builds the full-size image
-    (``objective``): the same loss, at about two thirds of the time for 7x7 taps."""
+    (``objective``): the same loss, and for 7x7 taps about 30% less time added to an iteration
+    (BENCHMARKS.md, "The quantization-aware phase charged")."""
 
     phase_taps: torch.Tensor
     """phases x C x 1 x taps x taps, in levels per level."""
@@ -199,19 +201,16 @@ def _mirrored_planes(planes: torch.Tensor, reach: int) -> torch.Tensor:
     return planes.reshape(n, -1).index_select(1, sources).view(n, count, height + 2 * reach, width + 2 * reach)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
 def _plane_sources(count: int, height: int, width: int, reach: int, device: torch.device) -> torch.Tensor:
     """Flat source index of each sample of :func:`_mirrored_planes`. Plane ``4c + 2a + b`` holds the
-    pixels of row parity a and column parity b, and a mirror keeps a pixel's parity, so each padded
-    plane reads its own plane only."""
-    def along(length: int, parity: int) -> np.ndarray:  # the source plane row (or column) of each padded one
-        pixels = np.pad(np.arange(2 * length), 2 * reach, mode="reflect")[parity::2][: length + 2 * reach]
-        assert np.all(pixels % 2 == parity)
-        return pixels // 2
-
-    index = np.stack([plane * height * width + along(height, plane // 2 % 2)[:, None] * width
-                      + along(width, plane % 2)[None, :] for plane in range(count)])
-    with torch.inference_mode(False):
+    pixels of row parity a and column parity b; a mirror by an even number of pixels keeps a pixel's
+    parity, so each padded plane reads its own plane only."""
+    # Padded plane row i of parity a is the mirrored image's row 2i + a: its source row, halved.
+    rows, columns = (np.pad(np.arange(2 * n), 2 * reach, mode="reflect").reshape(-1, 2).T // 2 for n in (height, width))
+    index = np.stack([plane * height * width + rows[plane // 2 % 2][:, None] * width + columns[plane % 2][None, :]
+                      for plane in range(count)])
+    with torch.inference_mode(False):  # a cached inference tensor could never enter a fit again
         return torch.from_numpy(index.reshape(-1)).to(device)
 
 
@@ -223,10 +222,9 @@ def objective(net: Generator, target: torch.Tensor, loss_fn: Loss = image_mse) -
     """The loss of the network's output on an input. The plain loss skips the pixel shuffle where
     it can (image sides multiples of the shuffle): it compares the packed output with the target
     unshuffled once, the same differences permuted, and saves two passes over the full-size image
-    each iteration; so does a loss through a post-filter (:class:`FilteredMSE`).
-    A rolled canvas's loss
-    (:class:`CanvasMSE`) does the same with the target rolled back onto the canvas, the pixels the
-    crop drops weighed zero."""
+    each iteration; so does a loss through a post-filter (:class:`FilteredMSE`). A rolled canvas's
+    loss (:class:`CanvasMSE`) does the same with the target rolled back onto the canvas, the pixels
+    the crop drops weighed zero."""
     s = net.config.shuffle
     h, w = target.shape[-2:]
     if isinstance(loss_fn, CanvasMSE) and s > 1:

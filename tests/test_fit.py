@@ -220,6 +220,22 @@ def test_a_rolled_canvas_objective_is_its_image_mse_without_the_shuffle(size, of
         assert torch.allclose(plain, packed, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("n, size, reach", [(2, (2, 2), 3), (2, (2, 6), 2), (1, (8, 6), 0), (2, (10, 4), 1)])
+def test_the_planes_of_a_mirrored_image_are_one_gather_of_its_planes(n, size, reach):
+    """The planes of an image mirrored by ``2 * reach`` pixels (numpy's "reflect", which folds again
+    where the image is narrower) come from the image's planes alone, for batches and for planes
+    cropped from a larger output (not contiguous)."""
+    from dipcodec.fit import _mirrored_planes
+
+    height, width = size
+    larger = torch.rand((n, 3, height + 2, width + 4), generator=torch.Generator().manual_seed(reach))
+    pad = ((0, 0), (0, 0), (2 * reach,) * 2, (2 * reach,) * 2)
+    mirrored = torch.from_numpy(np.pad(larger[..., :height, :width].numpy(), pad, mode="reflect"))
+    planes = torch.nn.functional.pixel_unshuffle(larger, 2)[..., : height // 2, : width // 2]
+    assert not planes.is_contiguous()
+    assert torch.equal(_mirrored_planes(planes, reach), torch.nn.functional.pixel_unshuffle(mirrored, 2))
+
+
 @pytest.mark.parametrize("size, packs", [((64, 64), True), ((40, 36), True), ((33, 35), False)],
                          ids=["stride", "padded", "odd"])
 @pytest.mark.parametrize("taps", [3, 5, 7, 9])

@@ -18,8 +18,8 @@ frame that follows the camera, ``fit.CanvasMSE``), both ways. ``--compare-filter
 same way, an iteration that trains through the post-filter (``encoder.FIT_FILTER_TAPS`` taps, 4
 phases, on the unshuffled planes: the second half of a ``fast`` or ``default`` fit) and prints
 what it adds, the measurement behind ``encoder.FILTERED_COST``. ``--filter-taps 7`` times a 7x7
-filter with 4 phases instead, on the full-size image: what the quantization-aware phase tunes
-through when the file's filter is 7x7 (the stretch does not charge that phase yet).
+filter with 4 phases instead: what the quantization-aware phase tunes through when the file's
+filter is 7x7, the measurement behind ``encoder.TUNING_FILTER_COST``.
 """
 
 from __future__ import annotations
