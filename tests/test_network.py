@@ -63,6 +63,21 @@ def test_bicubic_upsampling_is_torchs_in_blocks(height, width):
 
 
 
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (4, 1), (7, 9), (32, 48)])
+def test_bilinear_upsampling_has_torchs_image_and_gradient(height, width):
+    # The fit's upsampling computes its own gradient (PyTorch's is slow on a CPU): the same image,
+    # bit for bit, and the same gradient up to rounding, sides of 1 (both ends one sample) included.
+    rng = np.random.default_rng(height * 100 + width)
+    x = torch.from_numpy(rng.normal(size=(2, 3, height, width))).requires_grad_()
+    ours, torchs = upsample2x(x, "bilinear"), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert ours.grad_fn is not None and "Bilinear2x" in type(ours.grad_fn).__name__
+    assert torch.equal(ours, torchs)
+    grad = torch.from_numpy(rng.normal(size=ours.shape))
+    (mine,), (reference,) = torch.autograd.grad(ours, x, grad), torch.autograd.grad(torchs, x, grad)
+    assert torch.allclose(mine, reference, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: upsample2x(t, "bilinear"), (x[:1, :1, :3, :4].detach().requires_grad_(),))
+
+
 @pytest.mark.parametrize("kernel, bias", [(1, False), (1, True), (3, True)])
 def test_convolve_is_conv2d_forward_and_backward(kernel, bias):
     # 1x1 kernels run as matrix products: the same function and the same gradients, up to rounding.

@@ -2,7 +2,8 @@
 """Cost of one fitting iteration (forward, backward, Adam step) of the network the encoder picks.
 
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
-                                [--compare-loss] [--compare-filtered [--filter-taps T]] [--offset DY,DX]
+                                [--compare-loss] [--compare-filtered [--filter-taps T]] [--compare-upsampling]
+                                [--offset DY,DX]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -19,7 +20,9 @@ same way, an iteration that trains through the post-filter (``encoder.FIT_FILTER
 phases, on the unshuffled planes: the second half of a ``fast`` or ``default`` fit) and prints
 what it adds, the measurement behind ``encoder.FILTERED_COST``. ``--filter-taps 7`` times a 7x7
 filter with 4 phases instead: what the quantization-aware phase tunes through when the file's
-filter is 7x7, the measurement behind ``encoder.TUNING_FILTER_COST``.
+filter is 7x7, the measurement behind ``encoder.TUNING_FILTER_COST``. ``--compare-upsampling`` times,
+the same way, the fit's iteration with PyTorch's own gradient of the bilinear upsampling, which the
+network replaced with its own (``network._Bilinear2x``), and prints the paired ratio.
 """
 
 from __future__ import annotations
@@ -31,15 +34,17 @@ import time
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
+from dipcodec import network
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, stretched_schedule
-from dipcodec.fit import CanvasMSE, FilteredMSE, image_mse, objective
+from dipcodec.fit import CanvasMSE, FilteredMSE, Objective, image_mse, objective
 from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
 from dipcodec.postfilter import PostFilter
 
 
-LossKind = Literal["objective", "shuffled", "filtered"]
+LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling"]
 
 
 @full_float32()  # as the encoder's fit runs
@@ -48,12 +53,13 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
                  filter_taps: int = FIT_FILTER_TAPS) -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
     plain MSE of the shuffled image, rolled by ``offset`` first; ``filtered``: the fit's through a
-    post-filter) the milliseconds of each timed iteration, the losses in turn."""
+    post-filter; ``torch_upsampling``: the fit's with PyTorch's gradient of the upsampling) the
+    milliseconds of each timed iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
-    if not set(losses) <= {"objective", "shuffled", "filtered"}:
+    if not set(losses) <= {"objective", "shuffled", "filtered", "torch_upsampling"}:
         raise ValueError(f"unknown loss in {losses}")
     runs = []
     loss_fn = CanvasMSE(offset) if any(offset) else image_mse
@@ -64,6 +70,8 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
             loss_of = objective(net, target, FilteredMSE.of(identity))  # any coefficients cost the same
         elif name == "objective":
             loss_of = objective(net, target, loss_fn)
+        elif name == "torch_upsampling":
+            loss_of = _with_torchs_upsampling(objective(net, target, loss_fn))
         else:
             loss_of = lambda weights, net_input, net=net: loss_fn(net(net_input, weights), target)  # noqa: E731
         runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02)))
@@ -86,6 +94,19 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
     return config, times
 
 
+def _with_torchs_upsampling(loss_of: Objective) -> Objective:
+    """``loss_of`` with the network upsampling by ``F.interpolate`` in its forward pass, so that the
+    backward pass takes PyTorch's own gradient of it."""
+    def run(weights: list[torch.Tensor] | None, net_input: torch.Tensor) -> torch.Tensor:
+        ours = network.upsample2x
+        network.upsample2x = lambda x, mode: F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+        try:
+            return loss_of(weights, net_input)
+        finally:
+            network.upsample2x = ours
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT")
@@ -98,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time an iteration through the post-filter, alternating, and print what it adds")
     p.add_argument("--filter-taps", type=int, default=FIT_FILTER_TAPS,
                    help=f"the filter --compare-filtered trains through (default {FIT_FILTER_TAPS}, the float fit's)")
+    p.add_argument("--compare-upsampling", action="store_true",
+                   help="also time the fit's iteration with PyTorch's gradient of the upsampling, alternating")
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
     offset = args.offset
     losses = ("objective",) + (("shuffled",) if args.compare_loss else ()) + (
-        ("filtered",) if args.compare_filtered else ())
+        ("filtered",) if args.compare_filtered else ()) + (("torch_upsampling",) if args.compare_upsampling else ())
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"canvas offset {offset[0]},{offset[1]}")
@@ -119,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             ratio = statistics.median(new / old for new, old in zip(times, runs["shuffled"]))
             print(f"  loss on the shuffled image: median {statistics.median(runs['shuffled']):.1f} ms; "
                   f"the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
+        if args.compare_upsampling:
+            ratio = statistics.median(new / old for new, old in zip(times, runs["torch_upsampling"]))
+            print(f"  with PyTorch's gradient of the upsampling: median {statistics.median(runs['torch_upsampling']):.1f} "
+                  f"ms; the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
         if args.compare_filtered:
             added = statistics.median(new - old for new, old in zip(runs["filtered"], times))
             ratio = statistics.median(new / old for new, old in zip(runs["filtered"], times))
