@@ -3,7 +3,7 @@
 
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
                                 [--compare-loss] [--compare-filtered [--filter-taps T]] [--compare-upsampling]
-                                [--offset DY,DX]
+                                [--compare-adam] [--offset DY,DX]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -22,7 +22,9 @@ what it adds, the measurement behind ``encoder.FILTERED_COST``. ``--filter-taps 
 filter with 4 phases instead: what the quantization-aware phase tunes through when the file's
 filter is 7x7, the measurement behind ``encoder.TUNING_FILTER_COST``. ``--compare-upsampling`` times,
 the same way, the fit's iteration with PyTorch's own gradient of the bilinear upsampling, which the
-network replaced with its own (``network._Bilinear2x``), and prints the paired ratio.
+network replaced with its own (``network._Bilinear2x``), and prints the paired ratio;
+``--compare-adam`` the same with PyTorch's default Adam step (one tensor at a time) instead of the
+fit's fused one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32
 from dipcodec.postfilter import PostFilter
 
 
-LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling"]
+LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam"]
 
 
 @full_float32()  # as the encoder's fit runs
@@ -53,13 +55,14 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
                  filter_taps: int = FIT_FILTER_TAPS) -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
     plain MSE of the shuffled image, rolled by ``offset`` first; ``filtered``: the fit's through a
-    post-filter; ``torch_upsampling``: the fit's with PyTorch's gradient of the upsampling) the
-    milliseconds of each timed iteration, the losses in turn."""
+    post-filter; ``torch_upsampling``: the fit's with PyTorch's gradient of the upsampling;
+    ``unfused_adam``: the fit's, stepped by PyTorch's default Adam) the milliseconds of each timed
+    iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
-    if not set(losses) <= {"objective", "shuffled", "filtered", "torch_upsampling"}:
+    if not set(losses) <= {"objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam"}:
         raise ValueError(f"unknown loss in {losses}")
     runs = []
     loss_fn = CanvasMSE(offset) if any(offset) else image_mse
@@ -68,13 +71,13 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
         net = Generator(config).load(reference_weights(config, 0)).to(dev)
         if name == "filtered":
             loss_of = objective(net, target, FilteredMSE.of(identity))  # any coefficients cost the same
-        elif name == "objective":
+        elif name in ("objective", "unfused_adam"):
             loss_of = objective(net, target, loss_fn)
         elif name == "torch_upsampling":
             loss_of = _with_torchs_upsampling(objective(net, target, loss_fn))
         else:
             loss_of = lambda weights, net_input, net=net: loss_fn(net(net_input, weights), target)  # noqa: E731
-        runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02)))
+        runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02, fused=name != "unfused_adam")))
     times: dict[str, list[float]] = {name: [] for name in losses}
     for i in range(3 + repeats):
         order = list(zip(losses, runs))
@@ -121,12 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the filter --compare-filtered trains through (default {FIT_FILTER_TAPS}, the float fit's)")
     p.add_argument("--compare-upsampling", action="store_true",
                    help="also time the fit's iteration with PyTorch's gradient of the upsampling, alternating")
+    p.add_argument("--compare-adam", action="store_true",
+                   help="also time the fit's iteration with PyTorch's default (unfused) Adam step, alternating")
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
     offset = args.offset
     losses = ("objective",) + (("shuffled",) if args.compare_loss else ()) + (
-        ("filtered",) if args.compare_filtered else ()) + (("torch_upsampling",) if args.compare_upsampling else ())
+        ("filtered",) if args.compare_filtered else ()) + (("torch_upsampling",) if args.compare_upsampling else ()) + (
+        ("unfused_adam",) if args.compare_adam else ())
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"canvas offset {offset[0]},{offset[1]}")
@@ -146,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             ratio = statistics.median(new / old for new, old in zip(times, runs["torch_upsampling"]))
             print(f"  with PyTorch's gradient of the upsampling: median {statistics.median(runs['torch_upsampling']):.1f} "
                   f"ms; the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
+        if args.compare_adam:
+            ratio = statistics.median(new / old for new, old in zip(times, runs["unfused_adam"]))
+            print(f"  with PyTorch's default Adam step: median {statistics.median(runs['unfused_adam']):.1f} ms; the "
+                  f"fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
         if args.compare_filtered:
             added = statistics.median(new - old for new, old in zip(runs["filtered"], times))
             ratio = statistics.median(new / old for new, old in zip(runs["filtered"], times))

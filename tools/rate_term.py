@@ -65,7 +65,7 @@ def fit_with_rate_term(bits_of: BitsOf, kappa: float, operating_bits: float) -> 
     def fit(net, noise, target, schedule, progress=None, loss_fn=image_mse) -> float:
         params = list(net.parameters())
         start = [p.detach().clone() for p in params]
-        opt = torch.optim.Adam(params, lr=schedule.learning_rate, betas=(0.9, schedule.adam_beta2))
+        opt = torch.optim.Adam(params, lr=schedule.learning_rate, betas=(0.9, schedule.adam_beta2), fused=True)
         total = max(schedule.iterations, 1)
         loss_of = objective(net, target, loss_fn)
         best = [p.detach().clone() for p in params]
