@@ -268,7 +268,8 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
     still under ``loss_fn``."""
     params = list(net.parameters())
     # One fused kernel for all tensors: the same steps up to rounding, a millisecond less an iteration
-    # than PyTorch's per-tensor default on a CPU (BENCHMARKS.md, "The upsampling's gradient").
+    # than PyTorch's per-tensor default on a CPU (BENCHMARKS.md, "The upsampling's gradient, and a
+    # fused Adam"; torch 2.4 or later).
     opt = torch.optim.Adam(params, lr=schedule.learning_rate, betas=(0.9, schedule.adam_beta2), fused=True)
     total = max(schedule.iterations, 1)
     lr_at = lambda i: schedule.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / total)))

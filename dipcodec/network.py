@@ -306,19 +306,20 @@ def upsample2x(x: torch.Tensor, mode: Upsample) -> torch.Tensor:
 class _Bilinear2x(torch.autograd.Function):
     """Bilinear 2x upsampling (``F.interpolate``, so the same image) with a faster gradient on a CPU:
     PyTorch's own takes about three times as long as these slices of the gradient, and a fit pays
-    for it once per stage per iteration (BENCHMARKS.md, "The upsampling's gradient")."""
+    for it at every stage but the first, every iteration (BENCHMARKS.md, "The upsampling's gradient,
+    and a fused Adam")."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (torch's signature)
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         return _bilinear_adjoint(_bilinear_adjoint(grad.contiguous(), -1), -2)
 
 
 def _bilinear_adjoint(grad: torch.Tensor, dim: int) -> torch.Tensor:
-    """The transpose of bilinear 2x along ``dim`` (negative): output samples 2i and 2i + 1 are 3/4
+    """The transpose of bilinear 2x along ``dim`` (-1 or -2): output samples 2i and 2i + 1 are 3/4
     of input i plus 1/4 of input i - 1 or i + 1 (the end sample standing in past either end), so
     input i collects 3/4 of both and 1/4 of samples 2i - 1 and 2i + 2."""
     n = grad.shape[dim] // 2

@@ -62,7 +62,6 @@ def test_bicubic_upsampling_is_torchs_in_blocks(height, width):
     assert torch.max(torch.abs(upsample2x(x, "bicubic") - upsample2x(x, "bilinear"))).item() > 1e-3
 
 
-
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (4, 1), (7, 9), (32, 48)])
 def test_bilinear_upsampling_has_torchs_image_and_gradient(height, width):
     # The fit's upsampling computes its own gradient (PyTorch's is slow on a CPU): the same image,

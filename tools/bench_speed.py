@@ -98,11 +98,12 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
 
 
 def _with_torchs_upsampling(loss_of: Objective) -> Objective:
-    """``loss_of`` with the network upsampling by ``F.interpolate`` in its forward pass, so that the
-    backward pass takes PyTorch's own gradient of it."""
+    """``loss_of`` with the network's bilinear upsampling done by ``F.interpolate`` in its forward pass,
+    so that the backward pass takes PyTorch's own gradient of it."""
     def run(weights: list[torch.Tensor] | None, net_input: torch.Tensor) -> torch.Tensor:
         ours = network.upsample2x
-        network.upsample2x = lambda x, mode: F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+        network.upsample2x = lambda x, mode: (
+            F.interpolate(x, scale_factor=2, mode=mode, align_corners=False) if mode == "bilinear" else ours(x, mode))
         try:
             return loss_of(weights, net_input)
         finally:
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
+    if args.compare_upsampling and args.device != "cpu":
+        p.error("--compare-upsampling compares CPU gradients (other devices use PyTorch's own)")
     offset = args.offset
     losses = ("objective",) + (("shuffled",) if args.compare_loss else ()) + (
         ("filtered",) if args.compare_filtered else ()) + (("torch_upsampling",) if args.compare_upsampling else ()) + (
