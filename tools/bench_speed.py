@@ -33,7 +33,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,12 @@ from dipcodec.postfilter import PostFilter
 
 
 LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam"]
+BASELINES: dict[LossKind, str] = {
+    "shuffled": "loss on the shuffled image",
+    "torch_upsampling": "with PyTorch's gradient of the upsampling",
+    "unfused_adam": "with PyTorch's default Adam step",
+}
+"""The iterations the fit's own is compared with as a paired ratio, and how the printout names them."""
 
 
 @full_float32()  # as the encoder's fit runs
@@ -62,7 +68,7 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
     config = choose_network(height, width, 3, bpp * width * height)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
-    if not set(losses) <= {"objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam"}:
+    if not set(losses) <= set(get_args(LossKind)):
         raise ValueError(f"unknown loss in {losses}")
     runs = []
     loss_fn = CanvasMSE(offset) if any(offset) else image_mse
@@ -147,18 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{bpp:g} bpp: widths {config.channels}, {config.parameter_count()} weights, cost "
               f"{iteration_cost(config, height, width):.0f}: median {statistics.median(times):.1f} ms per iteration "
               f"(IQR {q1:.1f}-{q3:.1f}); {'/'.join(PRESETS)} iterations {iterations}", flush=True)
-        if args.compare_loss:
-            ratio = statistics.median(new / old for new, old in zip(times, runs["shuffled"]))
-            print(f"  loss on the shuffled image: median {statistics.median(runs['shuffled']):.1f} ms; "
+        for name in (name for name in losses if name in BASELINES):
+            ratio = statistics.median(new / old for new, old in zip(times, runs[name]))
+            print(f"  {BASELINES[name]}: median {statistics.median(runs[name]):.1f} ms; "
                   f"the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
-        if args.compare_upsampling:
-            ratio = statistics.median(new / old for new, old in zip(times, runs["torch_upsampling"]))
-            print(f"  with PyTorch's gradient of the upsampling: median {statistics.median(runs['torch_upsampling']):.1f} "
-                  f"ms; the fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
-        if args.compare_adam:
-            ratio = statistics.median(new / old for new, old in zip(times, runs["unfused_adam"]))
-            print(f"  with PyTorch's default Adam step: median {statistics.median(runs['unfused_adam']):.1f} ms; the "
-                  f"fit's over it, median of paired ratios: {ratio:.3f}", flush=True)
         if args.compare_filtered:
             added = statistics.median(new - old for new, old in zip(runs["filtered"], times))
             ratio = statistics.median(new / old for new, old in zip(runs["filtered"], times))
