@@ -71,7 +71,7 @@ ELEMENTWISE_COST = 344.0
 multiply-add equivalents: fitted to the sine network's iteration times on 768x512 on the reference
 machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets"). With
 1x1 convolutions as matrix products (33.7, 47.7 and 56.8 ms) the same fit gives 339. Not re-fitted
-since the upsampling's gradient took 12 to 17% off an iteration at every rate (BENCHMARKS.md, "The
+since the upsampling's gradient took 12 to 18% off an iteration at every rate (BENCHMARKS.md, "The
 upsampling's gradient, and a fused Adam"): the counts stayed, and encodes got shorter."""
 FIT_FILTER_MIN_BYTES = 8192
 """The smallest budget whose fit trains through a post-filter. A network trained through a filter
