@@ -5,10 +5,12 @@ layout and learning rates, and print the decoded and float PSNR, the rate and th
     python tools/ablate.py kodim05 0.25 800 --network taper --input-fraction 16 --bits-per-weight 6
     python tools/ablate.py kodim23 0.25 800 --network shuffle4 --lr 0.01 --qat-lr 0.002 --bits-per-weight 6
     python tools/ablate.py kodim20 0.75 --like fast --lr 0.03
+    python tools/ablate.py kodim05 0.75 --like fast --preset-iterations 380 --qat-iterations 51
 
 ``--like PRESET`` fits exactly as ``encode --preset PRESET`` does (its iterations, stretched for the
 network as the encoder stretches them, its base and its Adam settings), changing only the options
-given: ITERATIONS replaces its float iterations, and a named ``--network`` starts from the seed (the
+given: ITERATIONS replaces its float iterations (unstretched), ``--preset-iterations`` the preset's own
+count (stretched as the encoder stretches it), and a named ``--network`` starts from the seed (the
 shipped bases are the encoder's networks). Without it the fit runs ITERATIONS float iterations and
 max(ITERATIONS / 8, 50) quantization-aware ones from the seed; rows measured before 2026-11-23 ran
 with Adam's beta2 at 0.999 (``--adam-beta2 0.999``).
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"default presets'; {DEFAULT_BETA2:g} before 2026-11-23)")
     p.add_argument("--filtered-share", type=float,
                    help="last share of the float fit trained through a post-filter (default: the preset's, else 0)")
+    p.add_argument("--preset-iterations", type=int,
+                   help="with --like: the preset's own float count, stretched for the network as the encoder "
+                        "stretches it (fast: 640)")
+    p.add_argument("--qat-iterations", type=int, help="quantization-aware iterations (default: the preset's)")
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
@@ -100,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         encoder.choose_network = choose
     given = {name: value for name, value in (("learning_rate", args.lr), ("qat_learning_rate", args.qat_lr),
                                              ("adam_beta2", args.adam_beta2),
-                                             ("filtered_share", args.filtered_share)) if value is not None}
+                                             ("filtered_share", args.filtered_share),
+                                             ("qat_iterations", args.qat_iterations)) if value is not None}
+    if args.preset_iterations is not None and (not args.like or args.iterations is not None):
+        p.error("--preset-iterations needs --like and no ITERATIONS")
+    if args.preset_iterations is not None:
+        given["iterations"] = args.preset_iterations
     if args.like:
         if args.iterations is not None:
             given.update(iterations=args.iterations, sized_for_cost=None)
@@ -110,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give ITERATIONS or --like PRESET")
     else:
         schedule = FitSchedule(**{"learning_rate": 0.02, "qat_learning_rate": 0.0005,
-                                  "adam_beta2": ADAM_BETA2, **given},
-                               iterations=args.iterations, qat_iterations=max(args.iterations // 8, 50))
+                                  "adam_beta2": ADAM_BETA2, "qat_iterations": max(args.iterations // 8, 50),
+                                  **given}, iterations=args.iterations)
         base = "none"
     encoder.PRESETS["ablation"] = schedule
     pixels = read_image(args.kodak / f"{args.image}.png")
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.image} {network} bpp={details['bpp']:.4f} "
           f"psnr={result.psnr:.2f} float={result.float_psnr:.2f} lr={schedule.learning_rate:g} "
           f"beta2={schedule.adam_beta2:g} filtered={schedule.filtered_share:g} "
-          f"it={args.iterations or args.like} base={base} "
+          f"it={args.iterations or args.preset_iterations or args.like}+{schedule.qat_iterations} base={base} "
           f"params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0
