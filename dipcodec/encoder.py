@@ -47,7 +47,8 @@ PRESETS: dict[str, FitSchedule] = {
     # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
     # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
     # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
-    # (stretched_schedule). fast's 640 are what its minute affords a network a third dearer, and a
+    # (stretched_schedule). fast's 640 (585 before its quantization-aware phase was halved, below)
+    # are what its minute affords a network a third dearer, and a
     # dearer one gets fewer; restorations, which are sized for no network, fit the 640. default's
     # dearer networks get fewer too.
     # fast and default had 450 and 2200 until 1x1 convolutions became matrix products, which cut an
@@ -59,10 +60,10 @@ PRESETS: dict[str, FitSchedule] = {
     # does for the quantization-aware ones, tuned through the file's filter (TUNING_FILTER_COST):
     # fast fits 936 / 733 / 600 float iterations at 0.25 / 0.5 / 0.75 bpp on 768x512 (1133 / 853 /
     # 682 paying for neither), default 2994 / 2344 / 1919 (3797 / 2860 / 2285).
-    # fast's quantization-aware phase is 40 iterations, not 78 (an eighth of the float ones, as
-    # default's are): its time buys float iterations instead, 640 where there were 585, about as
-    # long an encode and every file measured better (BENCHMARKS.md, "fast: fewer quantization-aware
-    # iterations, more float ones").
+    # fast's quantization-aware phase is 40 iterations, not 78 (a sixteenth of the float ones where
+    # it was about an eighth, as default's still is): its time buys float iterations instead, 640
+    # where there were 585, an encode 3 to 5% longer by the cost model, and every kodak6 file better
+    # (BENCHMARKS.md, "fast: fewer quantization-aware iterations, more float ones").
     "fast": FitSchedule(iterations=640, qat_iterations=40, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
                         adam_beta2=0.95, filtered_share=0.5),
     "default": FitSchedule(iterations=2860, qat_iterations=390, sized_for_cost=PRESET_COST, min_stretch=0.5,

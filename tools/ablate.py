@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="last share of the float fit trained through a post-filter (default: the preset's, else 0)")
     p.add_argument("--preset-iterations", type=int,
                    help="with --like: the preset's own float count, stretched for the network as the encoder "
-                        "stretches it (fast: 640)")
-    p.add_argument("--qat-iterations", type=int, help="quantization-aware iterations (default: the preset's)")
+                        f"stretches it (fast: {encoder.PRESETS['fast'].iterations})")
+    p.add_argument("--qat-iterations", type=int,
+                   help="quantization-aware iterations (default: the preset's, else max(ITERATIONS / 8, 50)); "
+                        "with --like, fewer also leave more float ones, as the stretch charges their tuning")
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
@@ -130,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     result = encoder.encode_detailed(pixels, bpp=args.bpp, preset="ablation", base=base, device=args.device)
     seconds = time.perf_counter() - start
     details = dipcodec.info(result.data)
+    iterations = (args.iterations if args.iterations is not None else
+                  f"preset {schedule.iterations}" if args.preset_iterations is not None else args.like)
     network = args.network if args.network == "default" else f"{args.network} {args.upsample} 1/{args.input_fraction}"
     print(f"{args.image} {network} bpp={details['bpp']:.4f} "
           f"psnr={result.psnr:.2f} float={result.float_psnr:.2f} lr={schedule.learning_rate:g} "
           f"beta2={schedule.adam_beta2:g} filtered={schedule.filtered_share:g} "
-          f"it={args.iterations or args.preset_iterations or args.like}+{schedule.qat_iterations} base={base} "
+          f"it={iterations}+{schedule.qat_iterations} base={base} "
           f"params={details['parameters']} bits/weight={details['bits_per_weight']:.2f} "
           f"widths={details['architecture']['channels']} time={seconds:.0f}s")
     return 0
