@@ -2,7 +2,7 @@
 """What a file's entropy model and post-filter leave on the table, measured on the dipcodec files of
 an eval's cache (``dipcodec eval --out DIR``):
 
-    python tools/headroom.py docs/eval/kodak6-fast [--kodak DIR] [--only entropy|filter]
+    python tools/headroom.py docs/eval/kodak6-fast [--kodak DIR] [--only entropy|filter] [--bpp 0.25,0.75]
 
 ``entropy``: the weights' ideal bits under each file's models (one quantized Laplace per tensor),
 against the best quantized Gaussian per tensor, one Laplace per output channel of each
@@ -89,39 +89,47 @@ def entropy_headroom(stream) -> tuple[float, float, float, float]:
     return tuple(totals / 8)
 
 
-def _features(planes: list[np.ndarray], channel: int, taps: int, cross: bool, top: int, stop: int) -> np.ndarray:
-    """Each pixel's neighbourhood in rows top..stop (borders mirrored), of one channel or of all, and a 1."""
+def _features(planes: list[np.ndarray], sources: list[int], taps: int, top: int, stop: int) -> np.ndarray:
+    """Each pixel's neighbourhood in rows top..stop (borders mirrored) in the ``sources`` channels, and a 1."""
     r = taps // 2
-    chosen = range(len(planes)) if cross else [channel]
-    columns = [sliding_window_view(planes[c][top : stop + 2 * r], (taps, taps)).reshape(-1, taps * taps) for c in chosen]
+    columns = [sliding_window_view(planes[c][top : stop + 2 * r], (taps, taps)).reshape(-1, taps * taps)
+               for c in sources]
     return np.concatenate(columns + [np.ones((columns[0].shape[0], 1))], axis=1)
 
 
 def least_squares_psnr(decoded: np.ndarray, original: np.ndarray, cells: np.ndarray, count: int, taps: int,
                        cross: bool = False) -> float:
-    """PSNR of the best filter per channel and cell (unrounded), its output rounded and clamped as a decoder's."""
+    """PSNR of the best filter per channel and cell (unrounded), its output rounded and clamped as a
+    decoder's. ``cross``: every channel's filter reads all channels (one Gram matrix serves them all)."""
     r, (height, width, channels) = taps // 2, decoded.shape
     planes = [np.pad(decoded[..., c].astype(np.float64), r, mode="reflect") for c in range(channels)]
+    groups = [list(range(channels))] if cross else [[c] for c in range(channels)]
     out = np.empty(decoded.shape, np.float64)
-    for c in range(channels):
-        n = (channels if cross else 1) * taps * taps + 1
-        grams, rhs = np.zeros((count, n, n)), np.zeros((count, n))
+    for outputs in groups:
+        sources, n = outputs, len(outputs) * taps * taps + 1
+        grams, rhs = np.zeros((count, n, n)), np.zeros((len(outputs), count, n))
         for top in range(0, height, ROWS_PER_BAND):
             stop = min(top + ROWS_PER_BAND, height)
-            f, cell = _features(planes, c, taps, cross, top, stop), cells[top:stop].ravel()
-            y = original[top:stop, :, c].reshape(-1).astype(np.float64)
+            cell = cells[top:stop].ravel()
+            order = np.argsort(cell, kind="stable")  # one gather per band, then each class is a slice
+            bounds = np.searchsorted(cell[order], np.arange(count + 1))
+            f = _features(planes, sources, taps, top, stop)[order]
+            y = original[top:stop].reshape(-1, channels)[order][:, outputs].astype(np.float64)
             for k in range(count):
-                part = f[cell == k]
+                part = f[bounds[k] : bounds[k + 1]]
                 grams[k] += part.T @ part
-                rhs[k] += part.T @ y[cell == k]
-        solutions = np.einsum("kij,kj->ki", np.linalg.pinv(grams, hermitian=True), rhs)
+                rhs[:, k] += (part.T @ y[bounds[k] : bounds[k + 1]]).T
+        inverse = np.linalg.pinv(grams, hermitian=True)
         scarce = grams[:, -1, -1] < MIN_CLASS_PIXELS * n  # the constant feature's sum: the class's pixels
-        solutions[scarce] = 0.0
-        solutions[scarce, (c * taps * taps if cross else 0) + taps * taps // 2] = 1.0  # the pixel itself
+        solutions = np.einsum("kij,okj->oki", inverse, rhs)
+        for i, c in enumerate(outputs):
+            solutions[i, scarce] = 0.0
+            solutions[i, scarce, sources.index(c) * taps * taps + taps * taps // 2] = 1.0  # the pixel itself
         for top in range(0, height, ROWS_PER_BAND):
             stop = min(top + ROWS_PER_BAND, height)
-            f, cell = _features(planes, c, taps, cross, top, stop), cells[top:stop].ravel()
-            out[top:stop, :, c] = np.einsum("pi,pi->p", f, solutions[cell]).reshape(stop - top, width)
+            f, cell = _features(planes, sources, taps, top, stop), cells[top:stop].ravel()
+            for i, c in enumerate(outputs):
+                out[top:stop, :, c] = np.einsum("pi,pi->p", f, solutions[i][cell]).reshape(stop - top, width)
     return psnr(np.clip(np.round(out), 0, 255), original)
 
 
@@ -148,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("eval_dir", type=Path)
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--only", choices=("entropy", "filter"))
+    p.add_argument("--bpp", type=lambda text: [float(v) for v in text.split(",")],
+                   help="only the files of these target rates (the filter bounds take about a minute a file)")
     args = p.parse_args(argv)
     units = sorted((args.eval_dir / "cache").glob("*/dipcodec-*.json"))
     if not units:
@@ -157,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     gains = {"second filter": [], "cross-channel": []}
     for path in units:
         unit = json.loads(path.read_text())
+        if args.bpp and unit["target_bpp"] not in args.bpp:
+            continue
         stream = unpack(base64.b64decode(unit["file_base64"]))
         if stream.channels != 3 or stream.mode != "plain" or stream.scale != 1:
             print(f"{path}: not an RGB file of plain compression, skipped", file=sys.stderr)
