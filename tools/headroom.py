@@ -35,19 +35,15 @@ from scipy.stats import norm
 
 from dipcodec.container import unpack
 from dipcodec.decoder import decoded_weights, reference_of, render
-from dipcodec.entropy import decode_symbols, estimate_bits, fit_model
-from dipcodec.images import read_image
 from dipcodec.encoder import MIN_CLASS_PIXELS
+from dipcodec.entropy import decode_symbols, estimate_bits, fit_model
+from dipcodec.evaluation.metrics import psnr
+from dipcodec.images import read_image
 from dipcodec.postfilter import activity, classify
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 SECOND_TAPS, SECOND_PHASES = 5, 4
 ROWS_PER_BAND = 64
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """RGB PSNR of two uint8 (or float) images on 0..255."""
-    return 10 * math.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
 def gaussian_bits(symbols: np.ndarray, center: int) -> float:
