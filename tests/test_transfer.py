@@ -147,6 +147,12 @@ def test_training_refuses_images_smaller_than_its_crops():
         train_base([make_image(40, 80)], standard_network(8), TINY_META)
 
 
+def test_training_names_a_bad_device_as_the_codec_does():
+    # As encode's --device: an InputError (one line from the CLI), not PyTorch's own error mid-training.
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        train_base(training_images(), standard_network(8), TINY_META, device="tpu")
+
+
 # ---------------------------------------------------------------- coding against a base
 
 def test_a_file_coded_from_a_base_decodes_only_with_it(tiny_base, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..decoder import resolve_device
 from ..errors import InputError
 from ..fit import DEFAULT_BETA2, FitSchedule, fit
 from ..network import Generator, NetworkConfig, NetworkPurpose, fixed_input, reference_weights
@@ -85,7 +86,7 @@ def train_base(images: Sequence[np.ndarray], network: NetworkConfig, schedule: M
             raise InputError(f"training images must all have {channels} channel(s)")
         if min(image.shape[:2]) < schedule.crop:
             raise InputError(f"training images must be at least {schedule.crop} pixels a side")
-    dev = torch.device(device)
+    dev = resolve_device(str(device))
     settings = {"schedule": asdict(schedule), "seed": seed, "images": len(images)}
     weights, first = [torch.from_numpy(w) for w in reference_weights(network, seed)], 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
