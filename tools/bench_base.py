@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Kodak BD-rate of coding from a base model against coding from the seed, same preset (so the same
+r"""Kodak BD-rate of coding from a base model against coding from the seed, same preset (so the same
 time budget: the iterations are the same when the base has the seed's width), side by side in one
 run (BENCHMARKS.md, "Base models").
 

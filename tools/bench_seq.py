@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Warm-started frames against independently coded ones, per frame of a clip (BENCHMARKS.md, "Sequences").
+r"""Warm-started frames against independently coded ones, per frame of a clip (BENCHMARKS.md, "Sequences").
 
 Codes the first FRAMES frames of each clip twice at the same quality and preset: each frame on its own
 (``dipcodec.encode``), and as one sequence (``dipcodec.encode_sequence``: the first frame on its own,
