@@ -56,7 +56,9 @@ class FitSchedule:
     iteration) instead of the best one: for denoising, where the best fit to the noisy target is the
     noisiest."""
     stop_mse: float | None = None
-    """Stop as soon as the loss falls to this (a noise variance: a fit closer than that fits noise)."""
+    """Stop as soon as the loss falls to this (a noise variance: a fit closer than that fits noise).
+    Only the plain loss counts, before any share trained through a post-filter: the filtered loss is
+    lower for the same image."""
     sized_for_cost: float | None = None
     """The cost per pixel of an iteration (``encoder.iteration_cost``) that ``iterations`` were sized
     for: the encoder gives a cheaper network proportionally more (``encoder.stretched_schedule``).
@@ -302,7 +304,7 @@ def fit(net: Generator, noise: torch.Tensor, target: torch.Tensor, schedule: Fit
         elif mse < best_mse:
             best_mse = mse
             best = [p.detach().clone() for p in params]
-        if schedule.stop_mse is not None and mse <= schedule.stop_mse:
+        if schedule.stop_mse is not None and i < filtered_from and mse <= schedule.stop_mse:
             break
         opt.step()
         if progress:

@@ -161,6 +161,21 @@ def test_warm_started_frames_fit_with_their_own_adam_memory():
     assert {warm_schedule(PRESETS[p], 30.0).adam_beta2 for p in ("fast", "default", "best")} == {WARM_BETA2}
 
 
+def test_warm_started_frames_fit_a_third_of_a_frame_coded_alone():
+    """A warm frame's schedule, stretched as the encoder stretches it, is at most a third of the
+    iterations of the same frame coded alone, and trains the same last share through a filter."""
+    from dipcodec.encoder import PRESETS, quality_to_bpp, stretched_schedule
+    from dipcodec.transfer.warmstart import warm_schedule
+
+    for height, width in ((480, 854), (512, 768)):
+        config = choose_network(height, width, 3, quality_to_bpp(75) * height * width)
+        for preset in ("fast", "default", "best"):
+            alone = stretched_schedule(PRESETS[preset], config, height, width)
+            warm = stretched_schedule(warm_schedule(PRESETS[preset], 30.0), config, height, width)
+            assert warm.filtered_share == alone.filtered_share
+            assert 0.3 < (warm.iterations + warm.qat_iterations) / (alone.iterations + alone.qat_iterations) <= 1 / 3
+
+
 def _network_counting_shuffles(size: tuple[int, int], monkeypatch) -> tuple:
     """A list the pixel shuffles will be logged to, the encoder's network for this size, its input, a target."""
     import dipcodec.network as network_module
@@ -272,6 +287,28 @@ def test_the_objective_keeps_a_restorations_own_loss():
 
     objective(net, torch.zeros(1, 3, 32, 32), loss_fn)(None, noise)
     assert seen == [torch.Size([1, 3, 32, 32])]
+
+
+def test_the_stop_rule_reads_only_the_plain_share_of_the_fit():
+    """``stop_mse`` ends a fit whose plain loss reaches it, but not one whose filtered loss does: a
+    filter lowers the loss of the same image (here it quarters it)."""
+    image = make_image(32, 32)
+    config = choose_network(32, 32, 3, 2.0 * 32 * 32)
+    noise = fixed_input(config, 0, 32, 32)
+    target = (torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255).unsqueeze(0)
+
+    def run(schedule: FitSchedule) -> list[float]:
+        losses = []
+        fit(Generator(config).load(reference_weights(config, 0)), noise, target, schedule,
+            lambda i, p: losses.append(10 ** (-p / 10)), filter_loss=lambda: lambda o, t: image_mse(o, t) / 4)
+        return losses
+
+    plain = run(FitSchedule(iterations=20, qat_iterations=0))
+    mark = 0.9 * min(plain)  # the plain loss never gets there; a quarter of it does
+    assert len(run(FitSchedule(iterations=20, qat_iterations=0, stop_mse=mark))) == 20
+    filtered = run(FitSchedule(iterations=20, qat_iterations=0, stop_mse=mark, filtered_share=0.5))
+    assert len(filtered) == 20 and min(filtered[10:]) < mark
+    assert len(run(FitSchedule(iterations=20, qat_iterations=0, stop_mse=plain[5]))) <= 6
 
 
 def test_the_fit_trains_through_the_filter_from_its_share_on():
