@@ -289,13 +289,18 @@ def test_the_objective_keeps_a_restorations_own_loss():
     assert seen == [torch.Size([1, 3, 32, 32])]
 
 
+def _card_problem() -> tuple:
+    """The encoder's network for the 32x32 test card, its input, and the card as a target."""
+    config = choose_network(32, 32, 3, 2.0 * 32 * 32)
+    image = make_image(32, 32)
+    target = (torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255).unsqueeze(0)
+    return config, fixed_input(config, 0, 32, 32), target
+
+
 def test_the_stop_rule_reads_only_the_plain_share_of_the_fit():
     """``stop_mse`` ends a fit whose plain loss reaches it, but not one whose filtered loss does: a
     filter lowers the loss of the same image (here it quarters it)."""
-    image = make_image(32, 32)
-    config = choose_network(32, 32, 3, 2.0 * 32 * 32)
-    noise = fixed_input(config, 0, 32, 32)
-    target = (torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255).unsqueeze(0)
+    config, noise, target = _card_problem()
 
     def run(schedule: FitSchedule) -> list[float]:
         losses = []
@@ -315,11 +320,8 @@ def test_the_fit_trains_through_the_filter_from_its_share_on():
     """``filter_loss`` is asked for at the start of the filtered share and every ``refilter_every``
     iterations after; its loss is the one minimized from there, and the PSNR returned is still the
     plain loss's (here the "filter" quadruples the plain loss)."""
-    image = make_image(32, 32)
-    config = choose_network(32, 32, 3, 2.0 * 32 * 32)
+    config, noise, target = _card_problem()
     net = Generator(config).load(reference_weights(config, 0))
-    noise = fixed_input(config, 0, 32, 32)
-    target = (torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255).unsqueeze(0)
     done, asked_at = [0], []
 
     def filter_loss():
