@@ -246,20 +246,36 @@ class Generator(nn.Module):
             # A 1x1 convolution commutes with the (linear, per-channel) upsampling: when the stage
             # narrows, convolving first at the lower resolution computes the same thing for less.
             conv_first = _conv_first(stage, k, conv_w.shape[0], conv_w.shape[1])
-            if conv_first:
+            if conv_first:  # then upsampled, in the normalization's step
                 x = _convolve(x, conv_w)
-            if stage > 0:
+            elif stage > 0:
                 x = upsample2x(x, cfg.upsample)
             if k > 1:
                 x = F.pad(x, (k // 2,) * 4, mode="reflect" if min(x.shape[-2:]) > k // 2 else "replicate")
             if not conv_first:
                 x = _convolve(x, conv_w)
-            x = F.group_norm(x, x.shape[1], gain, bias, eps=1e-5)
-            x = torch.sin(x) if cfg.activation == "sine" else F.relu(x)
+            x = _norm_activation(x, gain, bias, cfg.activation, cfg.upsample if conv_first else None)
         x = _convolve(x, w[-2], w[-1])
         if cfg.shuffle > 1 and not packed:
             x = F.pixel_shuffle(x, cfg.shuffle)
         return torch.sigmoid(x)
+
+
+def _norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, activation: Activation,
+                     upsample: Upsample | None = None) -> torch.Tensor:
+    """The activation of ``F.group_norm(x, channels, gain, bias)``, of ``x`` upsampled 2x first if
+    ``upsample`` says how. A fit on a CPU takes the compiled step of ``dipcodec.fused`` where it is
+    built (imported only then: decoding never loads fitting code), the same function in two passes
+    over the full-size maps each way where PyTorch makes six or more (BENCHMARKS.md, "The fit's
+    normalization and activation compiled")."""
+    if x.requires_grad and x.device.type == "cpu":
+        from . import fused
+        if fused.accepts(x, upsample):
+            return fused.norm_activation(x, gain, bias, activation, upsample)
+    if upsample is not None:
+        x = upsample2x(x, upsample)
+    x = F.group_norm(x, x.shape[1], gain, bias, eps=1e-5)
+    return torch.sin(x) if activation == "sine" else F.relu(x)
 
 
 def _convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

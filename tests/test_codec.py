@@ -383,11 +383,11 @@ def test_decode_does_not_import_the_fitting_code(encoded_rgb, tmp_path):
     path.write_bytes(encoded_rgb)
     code = (
         "import dipcodec, sys; dipcodec.decode(open(sys.argv[1], 'rb').read()); "
-        "print('dipcodec.fit' in sys.modules, 'dipcodec.encoder' in sys.modules)"
+        "print(*(name in sys.modules for name in ('dipcodec.fit', 'dipcodec.encoder', 'dipcodec.fused')))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_pillow_opens_dip_bytes(encoded_rgb, decoded_rgb):

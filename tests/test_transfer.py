@@ -304,18 +304,24 @@ def test_warm_started_frames_cost_fewer_bits(sequence):
     assert network_bytes[2] < network_bytes[0]
 
 
-def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence):
+def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence, monkeypatch):
     from dipcodec.container import section_sizes, unpack
     from dipcodec.encoder import GRID_DB_PER_OCTAVE
+    from dipcodec.transfer import warmstart
     from dipcodec.transfer.warmstart import WARM_GRID_COARSENINGS, warm_grids
 
     frames, data, _ = sequence
     key = unpack(unpack_sequence(data).frames[0])
-    # A frame that repeats its key frame changes next to nothing: the coarsest grid costs it no
-    # distortion worth its bytes.
+    # A frame that repeats its key frame, with a warm fit that does not move (learning rate 0), has
+    # deltas of zero, which every grid rounds alike: the coarsest costs it no distortion and fewest
+    # bytes. (With the real fit, where a still frame of 32x32 pixels ends up among the grids is as
+    # chaotic as the fit: its key frame is far from done, and the float32 rounding of one machine
+    # against another's moved it from the coarsest grid to the finest.)
+    monkeypatch.setattr(warmstart, "WARM_LEARNING_RATE", 0.0)
     still = []
     data_still = dipcodec.encode_sequence([frames[0], frames[0]], bpp=4.0, preset="fast",
                                           on_frame=lambda i, r, s: still.append(r))
+    monkeypatch.undo()
     assert still[1].step_codes == warm_grids(still[0].step_codes)[-1]
     np.testing.assert_array_equal(dipcodec.decode_sequence(data_still)[1], still[1].pixels)
     weights = [len(r.data) - section_sizes(r.data).get("post_filter", 0) for r in still]

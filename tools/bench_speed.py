@@ -3,7 +3,7 @@
 
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
                                 [--compare-loss] [--compare-filtered [--filter-taps T]] [--compare-upsampling]
-                                [--compare-adam] [--offset DY,DX]
+                                [--compare-adam] [--compare-fused] [--offset DY,DX]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -24,7 +24,8 @@ filter is 7x7, the measurement behind ``encoder.TUNING_FILTER_COST``. ``--compar
 the same way, the fit's iteration with PyTorch's own gradient of the bilinear upsampling, which the
 network replaced with its own (``network._Bilinear2x``), and prints the paired ratio;
 ``--compare-adam`` the same with PyTorch's default Adam step (one tensor at a time) instead of the
-fit's fused one.
+fit's fused one; ``--compare-fused`` the same with PyTorch's normalization and activation
+instead of the compiled step of ``dipcodec.fused``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from dipcodec import network
+from dipcodec import fused, network
 from dipcodec.decoder import resolve_device
 from dipcodec.encoder import FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, stretched_schedule
 from dipcodec.fit import CanvasMSE, FilteredMSE, Objective, image_mse, objective
@@ -46,11 +47,12 @@ from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32
 from dipcodec.postfilter import PostFilter
 
 
-LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam"]
+LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam", "unfused_norm"]
 BASELINES: dict[LossKind, str] = {
     "shuffled": "loss on the shuffled image",
     "torch_upsampling": "with PyTorch's gradient of the upsampling",
     "unfused_adam": "with PyTorch's default Adam step",
+    "unfused_norm": "with PyTorch's normalization and activation",
 }
 """The iterations the fit's own is compared with as a paired ratio, and how the printout names them."""
 
@@ -62,7 +64,8 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
     plain MSE of the shuffled image, rolled by ``offset`` first; ``filtered``: the fit's through a
     post-filter; ``torch_upsampling``: the fit's with PyTorch's gradient of the upsampling;
-    ``unfused_adam``: the fit's, stepped by PyTorch's default Adam) the milliseconds of each timed
+    ``unfused_adam``: the fit's, stepped by PyTorch's default Adam; ``unfused_norm``: the fit's with
+    PyTorch's normalization and activation instead of ``dipcodec.fused``) the milliseconds of each timed
     iteration, the losses in turn."""
     dev = resolve_device(device)
     config = choose_network(height, width, 3, bpp * width * height)
@@ -81,6 +84,8 @@ def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
             loss_of = objective(net, target, loss_fn)
         elif name == "torch_upsampling":
             loss_of = _with_torchs_upsampling(objective(net, target, loss_fn))
+        elif name == "unfused_norm":
+            loss_of = _without_fused(objective(net, target, loss_fn))
         else:
             loss_of = lambda weights, net_input, net=net: loss_fn(net(net_input, weights), target)  # noqa: E731
         runs.append((net, loss_of, torch.optim.Adam(net.parameters(), lr=0.02, fused=name != "unfused_adam")))
@@ -117,6 +122,14 @@ def _with_torchs_upsampling(loss_of: Objective) -> Objective:
     return run
 
 
+def _without_fused(loss_of: Objective) -> Objective:
+    """``loss_of`` with PyTorch's normalization and activation, whose backward pass then follows."""
+    def run(weights: list[torch.Tensor] | None, net_input: torch.Tensor) -> torch.Tensor:
+        with fused.disabled():
+            return loss_of(weights, net_input)
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT")
@@ -133,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the fit's iteration with PyTorch's gradient of the upsampling, alternating")
     p.add_argument("--compare-adam", action="store_true",
                    help="also time the fit's iteration with PyTorch's default (unfused) Adam step, alternating")
+    p.add_argument("--compare-fused", action="store_true",
+                   help="also time the fit's iteration with PyTorch's normalization and activation, alternating")
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
     args = p.parse_args(argv)
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     offset = args.offset
     losses = ("objective",) + (("shuffled",) if args.compare_loss else ()) + (
         ("filtered",) if args.compare_filtered else ()) + (("torch_upsampling",) if args.compare_upsampling else ()) + (
-        ("unfused_adam",) if args.compare_adam else ())
+        ("unfused_adam",) if args.compare_adam else ()) + (("unfused_norm",) if args.compare_fused else ())
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"canvas offset {offset[0]},{offset[1]}")

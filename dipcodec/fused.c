@@ -1,0 +1,303 @@
+/* A fit's busiest steps on a CPU, forward and backward: activation(group_norm(z)) with one group per
+   channel, optionally of z upsampled 2x first, and a post-filter on unshuffled planes.
+
+   dipcodec/fused.py compiles this file on first use and calls it through ctypes. PyTorch runs the
+   normalization and activation as four to six passes over each stage's maps (upsample, normalize,
+   activate, and in the backward pass the activation's derivative, a product, the normalization's
+   gradient and the upsampling's); these are two passes each way, which is what an iteration on a
+   2-core machine is bound by: memory traffic.
+
+   Rows are the (sample, channel) maps of an N x C x H x W tensor, each of `n` floats; row r uses
+   gain[r % channels] and bias[r % channels]. Each row is done by one thread, start to end, so the
+   result does not depend on the number of threads (OpenMP's, which are PyTorch's: the library loads
+   into a process that has PyTorch's libgomp already). Activation 0 is max(x, 0), 1 is sin(x). */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define BLOCK 4096 /* floats summed in single precision before a double carries them on */
+
+/* Mean and 1/sqrt(variance + eps) of one row, summed about its first sample: a row whose mean is
+   far from zero keeps its variance's digits. */
+static void row_stats(const float *z, int64_t n, float eps, float *mean, float *rstd) {
+    const float shift = z[0];
+    double sum = 0.0, squares = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        const int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+        float block_sum = 0.f, block_squares = 0.f;
+#pragma omp simd reduction(+ : block_sum, block_squares)
+        for (int64_t i = start; i < stop; ++i) {
+            const float d = z[i] - shift;
+            block_sum += d;
+            block_squares += d * d;
+        }
+        sum += block_sum;
+        squares += block_squares;
+    }
+    const double centred = sum / (double)n;
+    double variance = squares / (double)n - centred * centred;
+    if (variance < 0.0) variance = 0.0;
+    *mean = (float)(shift + centred);
+    *rstd = (float)(1.0 / sqrt(variance + eps));
+}
+
+void norm_activation_forward(const float *z, const float *gain, const float *bias, float *out, float *mean,
+                             float *rstd, int64_t rows, int64_t channels, int64_t n, float eps, int activation,
+                             int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+        const float *zr = z + row * n;
+        float *o = out + row * n;
+        row_stats(zr, n, eps, &mean[row], &rstd[row]);
+        const int64_t c = row % channels;
+        const float scale = gain[c] * rstd[row], shift = bias[c] - mean[row] * scale;
+        if (activation == 1) {
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) o[i] = sinf(scale * zr[i] + shift);
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < n; ++i) o[i] = fmaxf(scale * zr[i] + shift, 0.f);
+        }
+    }
+}
+
+/* With y = gain * x_hat + bias and x_hat = (z - mean) * rstd, and g_y the gradient at y (the
+   activation's derivative times the incoming gradient): the gain's gradient is sum(g_y x_hat), the
+   bias's sum(g_y), and z's gain * rstd * (g_y - mean(g_y) - x_hat mean(g_y x_hat)). The first pass
+   leaves g_y in grad_z and sums; the second turns it into z's gradient in place. */
+void norm_activation_backward(const float *grad, const float *z, const float *gain, const float *bias,
+                              const float *mean, const float *rstd, float *grad_z, float *grad_gain,
+                              float *grad_bias, int64_t rows, int64_t channels, int64_t n, int activation,
+                              int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+        const float *zr = z + row * n, *g_out = grad + row * n;
+        float *g_z = grad_z + row * n;
+        const int64_t c = row % channels;
+        const float m = mean[row], r = rstd[row];
+        const float scale = gain[c] * r, shift = bias[c] - m * scale;
+        double sum = 0.0, sum_x = 0.0;
+        for (int64_t start = 0; start < n; start += BLOCK) {
+            const int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+            float block_sum = 0.f, block_x = 0.f;
+            if (activation == 1) {
+#pragma omp simd reduction(+ : block_sum, block_x)
+                for (int64_t i = start; i < stop; ++i) {
+                    const float g = g_out[i] * cosf(scale * zr[i] + shift);
+                    g_z[i] = g;
+                    block_sum += g;
+                    block_x += g * (zr[i] - m) * r;
+                }
+            } else {
+#pragma omp simd reduction(+ : block_sum, block_x)
+                for (int64_t i = start; i < stop; ++i) {
+                    const float g = scale * zr[i] + shift > 0.f ? g_out[i] : 0.f;
+                    g_z[i] = g;
+                    block_sum += g;
+                    block_x += g * (zr[i] - m) * r;
+                }
+            }
+            sum += block_sum;
+            sum_x += block_x;
+        }
+        grad_bias[row] = (float)sum;
+        grad_gain[row] = (float)sum_x;
+        const float mean_g = (float)(sum / (double)n), mean_gx = (float)(sum_x / (double)n);
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) g_z[i] = scale * (g_z[i] - mean_g - (zr[i] - m) * r * mean_gx);
+    }
+}
+
+/* The same step with a bilinear 2x upsampling before it (align_corners=False, PyTorch's geometry):
+   z is never stored. Each map of the input is h x w; output row 2i + a is row i of the input mixed
+   3:1 with its neighbour above (a = 0) or below (a = 1), the end rows standing in past either end,
+   and the same along each row. Rows of z are rebuilt, one at a time, wherever a pass needs them. */
+
+/* Row `o` (of 2h) of z, 2w floats, from the map `x` (h x w). */
+static void upsampled_row(const float *x, int64_t h, int64_t w, int64_t o, float *row, float *mixed) {
+    const int64_t i = o / 2, other = o % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
+    const float *near = x + i * w, *far = x + other * w;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) mixed[j] = 0.75f * near[j] + 0.25f * far[j];
+    row[0] = 0.75f * mixed[0] + 0.25f * mixed[0];
+    row[2 * w - 1] = 0.75f * mixed[w - 1] + 0.25f * mixed[w - 1];
+    if (w > 1) {
+        row[1] = 0.75f * mixed[0] + 0.25f * mixed[1];
+        row[2 * w - 2] = 0.75f * mixed[w - 1] + 0.25f * mixed[w - 2];
+    }
+#pragma omp simd
+    for (int64_t j = 1; j < w - 1; ++j) { /* the interior, without the ends' clamps, so that it vectorizes */
+        row[2 * j] = 0.75f * mixed[j] + 0.25f * mixed[j - 1];
+        row[2 * j + 1] = 0.75f * mixed[j] + 0.25f * mixed[j + 1];
+    }
+}
+
+void upsample_norm_activation_forward(const float *x, const float *gain, const float *bias, float *out, float *mean,
+                                      float *rstd, int64_t rows, int64_t channels, int64_t h, int64_t w, float eps,
+                                      int activation, int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        float *row = (float *)malloc(sizeof(float) * 3 * w);
+        float *mixed = row + 2 * w;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *xr = x + r * h * w;
+            float *o = out + r * 4 * h * w;
+            const float shift = xr[0];
+            double sum = 0.0, squares = 0.0;
+            for (int64_t y = 0; y < 2 * h; ++y) {
+                upsampled_row(xr, h, w, y, row, mixed);
+                float row_sum = 0.f, row_squares = 0.f;
+#pragma omp simd reduction(+ : row_sum, row_squares)
+                for (int64_t j = 0; j < 2 * w; ++j) {
+                    const float d = row[j] - shift;
+                    row_sum += d;
+                    row_squares += d * d;
+                }
+                sum += row_sum;
+                squares += row_squares;
+            }
+            const double n = 4.0 * (double)h * (double)w, centred = sum / n;
+            double variance = squares / n - centred * centred;
+            if (variance < 0.0) variance = 0.0;
+            mean[r] = (float)(shift + centred);
+            rstd[r] = (float)(1.0 / sqrt(variance + eps));
+            const int64_t c = r % channels;
+            const float scale = gain[c] * rstd[r], offset = bias[c] - mean[r] * scale;
+            for (int64_t y = 0; y < 2 * h; ++y) {
+                upsampled_row(xr, h, w, y, row, mixed);
+                float *oy = o + y * 2 * w;
+                if (activation == 1) {
+#pragma omp simd
+                    for (int64_t j = 0; j < 2 * w; ++j) oy[j] = sinf(scale * row[j] + offset);
+                } else {
+#pragma omp simd
+                    for (int64_t j = 0; j < 2 * w; ++j) oy[j] = fmaxf(scale * row[j] + offset, 0.f);
+                }
+            }
+        }
+        free(row);
+    }
+}
+
+/* The first pass leaves g_y in `scratch` (4 h w floats a map) and sums; the second forms z's gradient
+   a row at a time and gathers it straight into the input's gradient, the upsampling's transpose:
+   along a row, input j takes 3/4 of outputs 2j and 2j + 1 and 1/4 of 2j - 1 and 2j + 2 (the end
+   samples take the quarter that falls past them), and the same along columns. */
+void upsample_norm_activation_backward(const float *grad, const float *x, const float *gain, const float *bias,
+                                       const float *mean, const float *rstd, float *scratch, float *grad_x,
+                                       float *grad_gain, float *grad_bias, int64_t rows, int64_t channels, int64_t h,
+                                       int64_t w, int activation, int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        float *row = (float *)malloc(sizeof(float) * 4 * w);
+        float *mixed = row + 2 * w, *gathered = row + 3 * w;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *xr = x + r * h * w, *g_out = grad + r * 4 * h * w;
+            float *g_y = scratch + r * 4 * h * w, *g_x = grad_x + r * h * w;
+            const int64_t c = r % channels;
+            const float m = mean[r], s = rstd[r];
+            const float scale = gain[c] * s, offset = bias[c] - m * scale;
+            double sum = 0.0, sum_x = 0.0;
+            for (int64_t y = 0; y < 2 * h; ++y) {
+                upsampled_row(xr, h, w, y, row, mixed);
+                const float *gy = g_out + y * 2 * w;
+                float *ty = g_y + y * 2 * w;
+                float row_sum = 0.f, row_x = 0.f;
+                if (activation == 1) {
+#pragma omp simd reduction(+ : row_sum, row_x)
+                    for (int64_t j = 0; j < 2 * w; ++j) {
+                        const float g = gy[j] * cosf(scale * row[j] + offset);
+                        ty[j] = g;
+                        row_sum += g;
+                        row_x += g * (row[j] - m) * s;
+                    }
+                } else {
+#pragma omp simd reduction(+ : row_sum, row_x)
+                    for (int64_t j = 0; j < 2 * w; ++j) {
+                        const float g = scale * row[j] + offset > 0.f ? gy[j] : 0.f;
+                        ty[j] = g;
+                        row_sum += g;
+                        row_x += g * (row[j] - m) * s;
+                    }
+                }
+                sum += row_sum;
+                sum_x += row_x;
+            }
+            grad_bias[r] = (float)sum;
+            grad_gain[r] = (float)sum_x;
+            const double n = 4.0 * (double)h * (double)w;
+            const float mean_g = (float)(sum / n), mean_gx = (float)(sum_x / n);
+            for (int64_t j = 0; j < h * w; ++j) g_x[j] = 0.f;
+            for (int64_t y = 0; y < 2 * h; ++y) {
+                upsampled_row(xr, h, w, y, row, mixed);
+                const float *ty = g_y + y * 2 * w;
+#pragma omp simd
+                for (int64_t j = 0; j < 2 * w; ++j) row[j] = scale * (ty[j] - mean_g - (row[j] - m) * s * mean_gx);
+                gathered[0] = 0.75f * (row[0] + row[1]) + 0.25f * row[0] + 0.25f * (w > 1 ? row[2] : row[1]);
+                if (w > 1)
+                    gathered[w - 1] = 0.75f * (row[2 * w - 2] + row[2 * w - 1]) + 0.25f * row[2 * w - 3] +
+                                      0.25f * row[2 * w - 1];
+#pragma omp simd
+                for (int64_t j = 1; j < w - 1; ++j)
+                    gathered[j] = 0.75f * (row[2 * j] + row[2 * j + 1]) + 0.25f * row[2 * j - 1] + 0.25f * row[2 * j + 2];
+                const int64_t i = y / 2, other = y % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
+                float *near = g_x + i * w, *far = g_x + other * w;
+#pragma omp simd
+                for (int64_t j = 0; j < w; ++j) near[j] += 0.75f * gathered[j];
+#pragma omp simd
+                for (int64_t j = 0; j < w; ++j) far[j] += 0.25f * gathered[j];
+            }
+        }
+        free(row);
+    }
+}
+
+/* A convolution whose kernel is block-diagonal: output plane o reads only the `block` input planes
+   of its own block (a post-filter on the pixel-unshuffled planes, fit.FilteredMSE: each colour's 4
+   phases read that colour's 4 phases). PyTorch's dense convolution spends three times the work on
+   the zeros, and its grouped one is slower still on a CPU. out[o][y][x] = offset[o] (0 without
+   offsets) + the sum over the planes s of o's block and the taps of kernel[o][s][dy][dx] *
+   in[s][y + dy][x + dx]; `in` holds planes x (h + k - 1) x (w + k - 1) samples, `kernel` planes x
+   planes x k x k (only its diagonal blocks are read). The gradient of `in` is the same operation on
+   the output's gradient, zero-padded by k - 1 on every side, with each block of the kernel
+   transposed and its taps flipped (dipcodec/fused.py). */
+
+#define TILE 32 /* outputs of a row summed in registers across all taps before they are stored */
+
+void block_filter(const float *in, const float *kernel, const float *offset, float *out, int64_t planes,
+                  int64_t block, int64_t h, int64_t w, int64_t k, int threads) {
+    const int64_t ph = h + k - 1, pw = w + k - 1, tiles = w / TILE;
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2)
+    for (int64_t o = 0; o < planes; ++o)
+        for (int64_t y = 0; y < h; ++y) {
+            const int64_t first = o / block * block;
+            const float start = offset ? offset[o] : 0.f;
+            float *row = out + (o * h + y) * w;
+            for (int64_t tile = 0; tile < tiles; ++tile) {
+                float sum[TILE];
+                for (int j = 0; j < TILE; ++j) sum[j] = start;
+                for (int64_t s = first; s < first + block; ++s)
+                    for (int64_t dy = 0; dy < k; ++dy) {
+                        const float *source = in + (s * ph + y + dy) * pw + tile * TILE;
+                        const float *taps = kernel + ((o * planes + s) * k + dy) * k;
+                        for (int64_t dx = 0; dx < k; ++dx) {
+                            const float tap = taps[dx];
+#pragma omp simd
+                            for (int j = 0; j < TILE; ++j) sum[j] += tap * source[j + dx];
+                        }
+                    }
+                for (int j = 0; j < TILE; ++j) row[tile * TILE + j] = sum[j];
+            }
+            for (int64_t x = tiles * TILE; x < w; ++x) { /* the row's last, partial tile */
+                float sum = start;
+                for (int64_t s = first; s < first + block; ++s)
+                    for (int64_t dy = 0; dy < k; ++dy)
+                        for (int64_t dx = 0; dx < k; ++dx)
+                            sum += kernel[((o * planes + s) * k + dy) * k + dx] * in[(s * ph + y + dy) * pw + x + dx];
+                row[x] = sum;
+            }
+        }
+}
