@@ -77,7 +77,9 @@ multiply-add equivalents: fitted to the sine network's iteration times on 768x51
 machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iteration budgets"). With
 1x1 convolutions as matrix products (33.7, 47.7 and 56.8 ms) the same fit gives 339. Not re-fitted
 since the upsampling's gradient took 12 to 18% off an iteration at every rate (BENCHMARKS.md, "The
-upsampling's gradient, and a fused Adam"): the counts stayed, and encodes got shorter."""
+upsampling's gradient, and a fused Adam"), nor since the compiled normalization and activation
+(``dipcodec.fused``) took another 23 to 30% off (37.2, 53.4 and 65.5 ms; BENCHMARKS.md, "The fit's
+normalization and activation compiled"): the counts stayed, and encodes got shorter."""
 FIT_FILTER_MIN_BYTES = 8192
 """The smallest budget whose fit trains through a post-filter. A network trained through a filter
 draws a worse image without it, and in a small file the filter's section (some 400 bytes for 5x5
@@ -87,7 +89,8 @@ FILTERED_COST = 200.0
 iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
 0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered``, reference machine) when the planes' borders
 were repeated, about 20 more since they are mirrored, and the rest pays for the filter's solves
-(0.2 s each, four or five a ``fast`` fit)."""
+(0.2 s each, four or five a ``fast`` fit). Measured again with the compiled steps of
+``dipcodec.fused`` (filter and network both cheaper): 191 / 212 / 164 (241 / 266 / 236 without them)."""
 TUNING_FILTER_COST = 360.0
 """What tuning the rounded network through the file's post-filter adds to a quantization-aware
 iteration, in the same units, for the widest filter the encoder tunes through (7x7 taps, 4 phases,
