@@ -18,11 +18,8 @@
 
 #define BLOCK 4096 /* floats summed in single precision before a double carries them on */
 
-/* Mean and 1/sqrt(variance + eps) of one row, summed about its first sample: a row whose mean is
-   far from zero keeps its variance's digits. */
-static void row_stats(const float *z, int64_t n, float eps, float *mean, float *rstd) {
-    const float shift = z[0];
-    double sum = 0.0, squares = 0.0;
+/* Adds the sums of z - shift and of its squares over n samples to *sum and *squares. */
+static void add_shifted_sums(const float *z, int64_t n, float shift, double *sum, double *squares) {
     for (int64_t start = 0; start < n; start += BLOCK) {
         const int64_t stop = start + BLOCK < n ? start + BLOCK : n;
         float block_sum = 0.f, block_squares = 0.f;
@@ -32,14 +29,69 @@ static void row_stats(const float *z, int64_t n, float eps, float *mean, float *
             block_sum += d;
             block_squares += d * d;
         }
-        sum += block_sum;
-        squares += block_squares;
+        *sum += block_sum;
+        *squares += block_squares;
     }
-    const double centred = sum / (double)n;
-    double variance = squares / (double)n - centred * centred;
+}
+
+/* A map's mean and 1/sqrt(variance + eps) from its n samples' sums about `shift`, its first sample:
+   a map whose mean is far from zero keeps its variance's digits. */
+static void moments(double sum, double squares, double n, float shift, float eps, float *mean, float *rstd) {
+    const double centred = sum / n;
+    double variance = squares / n - centred * centred;
     if (variance < 0.0) variance = 0.0;
     *mean = (float)(shift + centred);
     *rstd = (float)(1.0 / sqrt(variance + eps));
+}
+
+/* out = activation(scale * z + shift) over n samples. */
+static void activate(const float *z, float *out, int64_t n, float scale, float shift, int activation) {
+    if (activation == 1) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) out[i] = sinf(scale * z[i] + shift);
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) out[i] = fmaxf(scale * z[i] + shift, 0.f);
+    }
+}
+
+/* With y = gain * x_hat + bias and x_hat = (z - mean) * rstd, and g_y the gradient at y (the
+   activation's derivative times the incoming gradient): the gain's gradient is sum(g_y x_hat), the
+   bias's sum(g_y), and z's gain * rstd * (g_y - mean(g_y) - x_hat mean(g_y x_hat)).
+   activation_gradient writes g_y over n samples and adds its two sums to *sum and *sum_x (`scale`
+   and `shift` make y of z); normalization_gradient then writes z's gradient from g_y and the sums'
+   means (`out` may be g_y or z: each sample is read before it is written). */
+static void activation_gradient(const float *z, const float *grad, float *g_y, int64_t n, float scale, float shift,
+                                float mean, float rstd, int activation, double *sum, double *sum_x) {
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        const int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+        float block_sum = 0.f, block_x = 0.f;
+        if (activation == 1) {
+#pragma omp simd reduction(+ : block_sum, block_x)
+            for (int64_t i = start; i < stop; ++i) {
+                const float g = grad[i] * cosf(scale * z[i] + shift);
+                g_y[i] = g;
+                block_sum += g;
+                block_x += g * (z[i] - mean) * rstd;
+            }
+        } else {
+#pragma omp simd reduction(+ : block_sum, block_x)
+            for (int64_t i = start; i < stop; ++i) {
+                const float g = scale * z[i] + shift > 0.f ? grad[i] : 0.f;
+                g_y[i] = g;
+                block_sum += g;
+                block_x += g * (z[i] - mean) * rstd;
+            }
+        }
+        *sum += block_sum;
+        *sum_x += block_x;
+    }
+}
+
+static void normalization_gradient(const float *g_y, const float *z, float *out, int64_t n, float scale, float mean,
+                                   float rstd, float mean_g, float mean_gx) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = scale * (g_y[i] - mean_g - (z[i] - mean) * rstd * mean_gx);
 }
 
 void norm_activation_forward(const float *z, const float *gain, const float *bias, float *out, float *mean,
@@ -48,64 +100,31 @@ void norm_activation_forward(const float *z, const float *gain, const float *bia
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
         const float *zr = z + row * n;
-        float *o = out + row * n;
-        row_stats(zr, n, eps, &mean[row], &rstd[row]);
+        double sum = 0.0, squares = 0.0;
+        add_shifted_sums(zr, n, zr[0], &sum, &squares);
+        moments(sum, squares, (double)n, zr[0], eps, &mean[row], &rstd[row]);
         const int64_t c = row % channels;
-        const float scale = gain[c] * rstd[row], shift = bias[c] - mean[row] * scale;
-        if (activation == 1) {
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) o[i] = sinf(scale * zr[i] + shift);
-        } else {
-#pragma omp simd
-            for (int64_t i = 0; i < n; ++i) o[i] = fmaxf(scale * zr[i] + shift, 0.f);
-        }
+        const float scale = gain[c] * rstd[row];
+        activate(zr, out + row * n, n, scale, bias[c] - mean[row] * scale, activation);
     }
 }
 
-/* With y = gain * x_hat + bias and x_hat = (z - mean) * rstd, and g_y the gradient at y (the
-   activation's derivative times the incoming gradient): the gain's gradient is sum(g_y x_hat), the
-   bias's sum(g_y), and z's gain * rstd * (g_y - mean(g_y) - x_hat mean(g_y x_hat)). The first pass
-   leaves g_y in grad_z and sums; the second turns it into z's gradient in place. */
+/* The first pass leaves g_y in grad_z and sums; the second turns it into z's gradient in place. */
 void norm_activation_backward(const float *grad, const float *z, const float *gain, const float *bias,
                               const float *mean, const float *rstd, float *grad_z, float *grad_gain,
                               float *grad_bias, int64_t rows, int64_t channels, int64_t n, int activation,
                               int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
-        const float *zr = z + row * n, *g_out = grad + row * n;
+        const float *zr = z + row * n;
         float *g_z = grad_z + row * n;
         const int64_t c = row % channels;
-        const float m = mean[row], r = rstd[row];
-        const float scale = gain[c] * r, shift = bias[c] - m * scale;
+        const float m = mean[row], s = rstd[row], scale = gain[c] * s;
         double sum = 0.0, sum_x = 0.0;
-        for (int64_t start = 0; start < n; start += BLOCK) {
-            const int64_t stop = start + BLOCK < n ? start + BLOCK : n;
-            float block_sum = 0.f, block_x = 0.f;
-            if (activation == 1) {
-#pragma omp simd reduction(+ : block_sum, block_x)
-                for (int64_t i = start; i < stop; ++i) {
-                    const float g = g_out[i] * cosf(scale * zr[i] + shift);
-                    g_z[i] = g;
-                    block_sum += g;
-                    block_x += g * (zr[i] - m) * r;
-                }
-            } else {
-#pragma omp simd reduction(+ : block_sum, block_x)
-                for (int64_t i = start; i < stop; ++i) {
-                    const float g = scale * zr[i] + shift > 0.f ? g_out[i] : 0.f;
-                    g_z[i] = g;
-                    block_sum += g;
-                    block_x += g * (zr[i] - m) * r;
-                }
-            }
-            sum += block_sum;
-            sum_x += block_x;
-        }
+        activation_gradient(zr, grad + row * n, g_z, n, scale, bias[c] - m * scale, m, s, activation, &sum, &sum_x);
         grad_bias[row] = (float)sum;
         grad_gain[row] = (float)sum_x;
-        const float mean_g = (float)(sum / (double)n), mean_gx = (float)(sum_x / (double)n);
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) g_z[i] = scale * (g_z[i] - mean_g - (zr[i] - m) * r * mean_gx);
+        normalization_gradient(g_z, zr, g_z, n, scale, m, s, (float)(sum / (double)n), (float)(sum_x / (double)n));
     }
 }
 
@@ -143,38 +162,17 @@ void upsample_norm_activation_forward(const float *x, const float *gain, const f
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const float *xr = x + r * h * w;
-            float *o = out + r * 4 * h * w;
-            const float shift = xr[0];
             double sum = 0.0, squares = 0.0;
             for (int64_t y = 0; y < 2 * h; ++y) {
                 upsampled_row(xr, h, w, y, row, mixed);
-                float row_sum = 0.f, row_squares = 0.f;
-#pragma omp simd reduction(+ : row_sum, row_squares)
-                for (int64_t j = 0; j < 2 * w; ++j) {
-                    const float d = row[j] - shift;
-                    row_sum += d;
-                    row_squares += d * d;
-                }
-                sum += row_sum;
-                squares += row_squares;
+                add_shifted_sums(row, 2 * w, xr[0], &sum, &squares);
             }
-            const double n = 4.0 * (double)h * (double)w, centred = sum / n;
-            double variance = squares / n - centred * centred;
-            if (variance < 0.0) variance = 0.0;
-            mean[r] = (float)(shift + centred);
-            rstd[r] = (float)(1.0 / sqrt(variance + eps));
+            moments(sum, squares, 4.0 * (double)h * (double)w, xr[0], eps, &mean[r], &rstd[r]);
             const int64_t c = r % channels;
-            const float scale = gain[c] * rstd[r], offset = bias[c] - mean[r] * scale;
+            const float scale = gain[c] * rstd[r], shift = bias[c] - mean[r] * scale;
             for (int64_t y = 0; y < 2 * h; ++y) {
                 upsampled_row(xr, h, w, y, row, mixed);
-                float *oy = o + y * 2 * w;
-                if (activation == 1) {
-#pragma omp simd
-                    for (int64_t j = 0; j < 2 * w; ++j) oy[j] = sinf(scale * row[j] + offset);
-                } else {
-#pragma omp simd
-                    for (int64_t j = 0; j < 2 * w; ++j) oy[j] = fmaxf(scale * row[j] + offset, 0.f);
-                }
+                activate(row, out + (r * 2 * h + y) * 2 * w, 2 * w, scale, shift, activation);
             }
         }
         free(row);
@@ -195,36 +193,16 @@ void upsample_norm_activation_backward(const float *grad, const float *x, const 
         float *mixed = row + 2 * w, *gathered = row + 3 * w;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
-            const float *xr = x + r * h * w, *g_out = grad + r * 4 * h * w;
+            const float *xr = x + r * h * w;
             float *g_y = scratch + r * 4 * h * w, *g_x = grad_x + r * h * w;
             const int64_t c = r % channels;
             const float m = mean[r], s = rstd[r];
-            const float scale = gain[c] * s, offset = bias[c] - m * scale;
+            const float scale = gain[c] * s, shift = bias[c] - m * scale;
             double sum = 0.0, sum_x = 0.0;
             for (int64_t y = 0; y < 2 * h; ++y) {
                 upsampled_row(xr, h, w, y, row, mixed);
-                const float *gy = g_out + y * 2 * w;
-                float *ty = g_y + y * 2 * w;
-                float row_sum = 0.f, row_x = 0.f;
-                if (activation == 1) {
-#pragma omp simd reduction(+ : row_sum, row_x)
-                    for (int64_t j = 0; j < 2 * w; ++j) {
-                        const float g = gy[j] * cosf(scale * row[j] + offset);
-                        ty[j] = g;
-                        row_sum += g;
-                        row_x += g * (row[j] - m) * s;
-                    }
-                } else {
-#pragma omp simd reduction(+ : row_sum, row_x)
-                    for (int64_t j = 0; j < 2 * w; ++j) {
-                        const float g = scale * row[j] + offset > 0.f ? gy[j] : 0.f;
-                        ty[j] = g;
-                        row_sum += g;
-                        row_x += g * (row[j] - m) * s;
-                    }
-                }
-                sum += row_sum;
-                sum_x += row_x;
+                activation_gradient(row, grad + (r * 2 * h + y) * 2 * w, g_y + y * 2 * w, 2 * w, scale, shift, m, s,
+                                    activation, &sum, &sum_x);
             }
             grad_bias[r] = (float)sum;
             grad_gain[r] = (float)sum_x;
@@ -233,9 +211,7 @@ void upsample_norm_activation_backward(const float *grad, const float *x, const 
             for (int64_t j = 0; j < h * w; ++j) g_x[j] = 0.f;
             for (int64_t y = 0; y < 2 * h; ++y) {
                 upsampled_row(xr, h, w, y, row, mixed);
-                const float *ty = g_y + y * 2 * w;
-#pragma omp simd
-                for (int64_t j = 0; j < 2 * w; ++j) row[j] = scale * (ty[j] - mean_g - (row[j] - m) * s * mean_gx);
+                normalization_gradient(g_y + y * 2 * w, row, row, 2 * w, scale, m, s, mean_g, mean_gx);
                 gathered[0] = 0.75f * (row[0] + row[1]) + 0.25f * row[0] + 0.25f * (w > 1 ? row[2] : row[1]);
                 if (w > 1)
                     gathered[w - 1] = 0.75f * (row[2 * w - 2] + row[2 * w - 1]) + 0.25f * row[2 * w - 3] +

@@ -266,7 +266,7 @@ def _norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, ac
     """The activation of ``F.group_norm(x, channels, gain, bias)``, of ``x`` upsampled 2x first if
     ``upsample`` says how. A fit on a CPU takes the compiled step of ``dipcodec.fused`` where it is
     built (imported only then: decoding never loads fitting code), the same function in two passes
-    over the full-size maps each way where PyTorch makes six or more (BENCHMARKS.md, "The fit's
+    over the full-size maps each way where PyTorch makes four to six (BENCHMARKS.md, "The fit's
     normalization and activation compiled")."""
     if x.requires_grad and x.device.type == "cpu":
         from . import fused
