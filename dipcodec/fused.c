@@ -14,7 +14,9 @@
 
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define BLOCK 4096 /* floats summed in single precision before a double carries them on */
 
@@ -133,10 +135,25 @@ void norm_activation_backward(const float *grad, const float *z, const float *ga
    3:1 with its neighbour above (a = 0) or below (a = 1), the end rows standing in past either end,
    and the same along each row. Rows of z are rebuilt, one at a time, wherever a pass needs them. */
 
+/* The input row that output row `o` takes its quarter from: the one above o / 2 for even o, below
+   for odd, the end rows standing in past either end of the h rows. */
+static int64_t far_row(int64_t o, int64_t h) {
+    const int64_t i = o / 2;
+    return o % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
+}
+
+/* This thread's part of `rows` (the caller's scratch, `floats` a thread): no allocation in here. */
+static float *thread_rows(float *rows, int64_t floats) {
+#ifdef _OPENMP
+    return rows + (int64_t)omp_get_thread_num() * floats;
+#else
+    return rows;
+#endif
+}
+
 /* Row `o` (of 2h) of z, 2w floats, from the map `x` (h x w). */
 static void upsampled_row(const float *x, int64_t h, int64_t w, int64_t o, float *row, float *mixed) {
-    const int64_t i = o / 2, other = o % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
-    const float *near = x + i * w, *far = x + other * w;
+    const float *near = x + o / 2 * w, *far = x + far_row(o, h) * w;
 #pragma omp simd
     for (int64_t j = 0; j < w; ++j) mixed[j] = 0.75f * near[j] + 0.25f * far[j];
     row[0] = 0.75f * mixed[0] + 0.25f * mixed[0];
@@ -153,11 +170,11 @@ static void upsampled_row(const float *x, int64_t h, int64_t w, int64_t o, float
 }
 
 void upsample_norm_activation_forward(const float *x, const float *gain, const float *bias, float *out, float *mean,
-                                      float *rstd, int64_t rows, int64_t channels, int64_t h, int64_t w, float eps,
-                                      int activation, int threads) {
+                                      float *rstd, float *buffers, int64_t rows, int64_t channels, int64_t h,
+                                      int64_t w, float eps, int activation, int threads) {
 #pragma omp parallel num_threads(threads)
     {
-        float *row = (float *)malloc(sizeof(float) * 3 * w);
+        float *row = thread_rows(buffers, 4 * w);
         float *mixed = row + 2 * w;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
@@ -175,7 +192,6 @@ void upsample_norm_activation_forward(const float *x, const float *gain, const f
                 activate(row, out + (r * 2 * h + y) * 2 * w, 2 * w, scale, shift, activation);
             }
         }
-        free(row);
     }
 }
 
@@ -184,12 +200,12 @@ void upsample_norm_activation_forward(const float *x, const float *gain, const f
    along a row, input j takes 3/4 of outputs 2j and 2j + 1 and 1/4 of 2j - 1 and 2j + 2 (the end
    samples take the quarter that falls past them), and the same along columns. */
 void upsample_norm_activation_backward(const float *grad, const float *x, const float *gain, const float *bias,
-                                       const float *mean, const float *rstd, float *scratch, float *grad_x,
-                                       float *grad_gain, float *grad_bias, int64_t rows, int64_t channels, int64_t h,
-                                       int64_t w, int activation, int threads) {
+                                       const float *mean, const float *rstd, float *scratch, float *buffers,
+                                       float *grad_x, float *grad_gain, float *grad_bias, int64_t rows,
+                                       int64_t channels, int64_t h, int64_t w, int activation, int threads) {
 #pragma omp parallel num_threads(threads)
     {
-        float *row = (float *)malloc(sizeof(float) * 4 * w);
+        float *row = thread_rows(buffers, 4 * w);
         float *mixed = row + 2 * w, *gathered = row + 3 * w;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
@@ -219,15 +235,13 @@ void upsample_norm_activation_backward(const float *grad, const float *x, const 
 #pragma omp simd
                 for (int64_t j = 1; j < w - 1; ++j)
                     gathered[j] = 0.75f * (row[2 * j] + row[2 * j + 1]) + 0.25f * row[2 * j - 1] + 0.25f * row[2 * j + 2];
-                const int64_t i = y / 2, other = y % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
-                float *near = g_x + i * w, *far = g_x + other * w;
+                float *near = g_x + y / 2 * w, *far = g_x + far_row(y, h) * w;
 #pragma omp simd
                 for (int64_t j = 0; j < w; ++j) near[j] += 0.75f * gathered[j];
 #pragma omp simd
                 for (int64_t j = 0; j < w; ++j) far[j] += 0.25f * gathered[j];
             }
         }
-        free(row);
     }
 }
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["norm_activation", "accepts", "block_filter", "available", "disabled", "EPS"]
+from .network import NORMALIZATION_EPS
 
-EPS = 1e-5
-"""The normalization's epsilon (``F.group_norm``'s default, which the decoder uses)."""
+__all__ = ["norm_activation", "accepts", "block_filter", "available", "disabled"]
+
 _SOURCE = Path(__file__).with_name("fused.c")
 _FLAG_SETS = (
     # Vector sines need the compiler free to reorder sums, and the machine's widest vectors: gcc tunes
@@ -89,8 +89,8 @@ def _library() -> ctypes.CDLL | None:
         for name, arguments in (
                 ("norm_activation_forward", [pointer] * 6 + [count] * 3 + [number, flag, flag]),
                 ("norm_activation_backward", [pointer] * 9 + [count] * 3 + [flag, flag]),
-                ("upsample_norm_activation_forward", [pointer] * 6 + [count] * 4 + [number, flag, flag]),
-                ("upsample_norm_activation_backward", [pointer] * 10 + [count] * 4 + [flag, flag]),
+                ("upsample_norm_activation_forward", [pointer] * 7 + [count] * 4 + [number, flag, flag]),
+                ("upsample_norm_activation_backward", [pointer] * 11 + [count] * 4 + [flag, flag]),
                 ("block_filter", [pointer] * 4 + [count] * 5 + [flag])):
             function = getattr(library, name)
             function.argtypes, function.restype = arguments, None
@@ -123,8 +123,8 @@ def accepts(x: torch.Tensor, upsample: str | None = None) -> bool:
 
 def norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, activation: str,
                     upsample: str | None = None) -> torch.Tensor:
-    """``activation(F.group_norm(x, channels, gain, bias, eps=EPS))`` with its gradient, compiled, for
-    ``x`` as :func:`accepts` says; with ``upsample="bilinear"``, of ``x`` upsampled 2x first (as
+    """``activation(F.group_norm(x, channels, gain, bias))`` with its gradient, compiled, for ``x`` as
+    :func:`accepts` says; with ``upsample="bilinear"``, of ``x`` upsampled 2x first (as
     ``network.upsample2x`` does), which is then never stored."""
     return _NormActivation.apply(x, gain, bias, _ACTIVATIONS[activation], upsample is not None)
 
@@ -134,6 +134,12 @@ def block_filter(x: torch.Tensor, kernel: torch.Tensor, offset: torch.Tensor, bl
     planes (``fit.FilteredMSE``'s: each colour's planes read only that colour's), compiled, with the
     gradient of ``x`` only; ``x`` one sample of float32 planes on a CPU, as :func:`accepts` says."""
     return _BlockFilter.apply(x, kernel, offset, block)
+
+
+def _row_buffers(x: torch.Tensor, threads: int, width: int) -> torch.Tensor:
+    """Scratch rows for the upsampling steps, 4 x ``width`` floats a thread (OpenMP never gives them more
+    threads than asked), allocated here so that an allocation that fails raises in Python."""
+    return x.new_empty(threads, 4 * width)
 
 
 def _floats(t: torch.Tensor) -> torch.Tensor:
@@ -149,12 +155,14 @@ class _NormActivation(torch.autograd.Function):
         out = x.new_empty(n, channels, 2 * height, 2 * width) if upsample else torch.empty_like(x)
         mean, rstd = x.new_empty(n * channels), x.new_empty(n * channels)
         pointers = (x.data_ptr(), gain.data_ptr(), bias.data_ptr(), out.data_ptr(), mean.data_ptr(), rstd.data_ptr())
+        threads, eps = torch.get_num_threads(), NORMALIZATION_EPS
         if upsample:
-            _library().upsample_norm_activation_forward(*pointers, n * channels, channels, height, width, EPS,
-                                                        activation, torch.get_num_threads())
+            buffers = _row_buffers(x, threads, width)
+            _library().upsample_norm_activation_forward(*pointers, buffers.data_ptr(), n * channels, channels, height,
+                                                        width, eps, activation, threads)
         else:
-            _library().norm_activation_forward(*pointers, n * channels, channels, height * width, EPS, activation,
-                                               torch.get_num_threads())
+            _library().norm_activation_forward(*pointers, n * channels, channels, height * width, eps, activation,
+                                               threads)
         ctx.save_for_backward(x, gain, bias, mean, rstd)
         ctx.activation, ctx.upsample = activation, upsample
         return out
@@ -171,8 +179,11 @@ class _NormActivation(torch.autograd.Function):
         outputs = (grad_x.data_ptr(), grad_gain.data_ptr(), grad_bias.data_ptr())
         if ctx.upsample:
             scratch = torch.empty_like(grad)  # the activation's gradient at full size, between two passes
-            _library().upsample_norm_activation_backward(*inputs, scratch.data_ptr(), *outputs, n * channels, channels,
-                                                         height, width, ctx.activation, torch.get_num_threads())
+            threads = torch.get_num_threads()
+            buffers = _row_buffers(x, threads, width)
+            _library().upsample_norm_activation_backward(*inputs, scratch.data_ptr(), buffers.data_ptr(), *outputs,
+                                                         n * channels, channels, height, width, ctx.activation,
+                                                         threads)
         else:
             _library().norm_activation_backward(*inputs, *outputs, n * channels, channels, height * width,
                                                 ctx.activation, torch.get_num_threads())

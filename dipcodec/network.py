@@ -28,7 +28,7 @@ from .noise import INPUT_STREAM, uniform, weight_stream
 
 __all__ = ["NetworkConfig", "Generator", "full_float32", "UPSAMPLE_MODES", "upsample2x", "ACTIVATIONS",
            "NetworkPurpose", "fixed_input", "reference_weights", "padded_size", "decode_cost",
-           "CanvasOffset", "roll_canvas"]
+           "CanvasOffset", "roll_canvas", "NORMALIZATION_EPS"]
 
 Upsample = Literal["bilinear", "nearest", "bicubic"]
 UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest", "bicubic")
@@ -38,6 +38,8 @@ detail finer than its coarse stages (super-resolution)."""
 NetworkPurpose = Literal["compress", "restore", "upscale", "denoise"]
 """What a network is for, which decides its layout (``encoder.choose_network``)."""
 Activation = Literal["relu", "sine"]
+NORMALIZATION_EPS = 1e-5
+"""The epsilon of every stage's normalization (``F.group_norm``'s default), decoder and fit alike."""
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "sine")
 """What follows each normalization: max(x, 0), or sin(x). With sines a stage mixes the frequencies
 of its input maps (sums and differences), which ReLUs can only approximate with kinks."""
@@ -274,7 +276,7 @@ def _norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, ac
             return fused.norm_activation(x, gain, bias, activation, upsample)
     if upsample is not None:
         x = upsample2x(x, upsample)
-    x = F.group_norm(x, x.shape[1], gain, bias, eps=1e-5)
+    x = F.group_norm(x, x.shape[1], gain, bias, eps=NORMALIZATION_EPS)
     return torch.sin(x) if activation == "sine" else F.relu(x)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dipcodec import fused
-from dipcodec.network import Generator, NetworkConfig, fixed_input, reference_weights
+from dipcodec.network import NORMALIZATION_EPS, Generator, NetworkConfig, fixed_input, reference_weights
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
                                     reason="no C compiler: fits use PyTorch's operations")
@@ -21,7 +21,7 @@ def _reference(z: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, activati
                upsample: str | None = None) -> torch.Tensor:
     if upsample:
         z = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
-    y = F.group_norm(z, z.shape[1], gain, bias, eps=fused.EPS)
+    y = F.group_norm(z, z.shape[1], gain, bias, eps=NORMALIZATION_EPS)
     return torch.sin(y) if activation == "sine" else F.relu(y)
 
 
