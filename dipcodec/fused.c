@@ -1,5 +1,6 @@
 /* A fit's busiest steps on a CPU, forward and backward: activation(group_norm(z)) with one group per
-   channel, optionally of z upsampled 2x first, and a post-filter on unshuffled planes.
+   channel, optionally of z upsampled 2x first (bilinearly or bicubically), and a post-filter on
+   unshuffled planes.
 
    dipcodec/fused.py compiles this file on first use and calls it through ctypes. PyTorch runs the
    normalization and activation as four to six passes over each stage's maps (upsample, normalize,
@@ -130,10 +131,14 @@ void norm_activation_backward(const float *grad, const float *z, const float *ga
     }
 }
 
-/* The same step with a bilinear 2x upsampling before it (align_corners=False, PyTorch's geometry):
-   z is never stored. Each map of the input is h x w; output row 2i + a is row i of the input mixed
+/* The same step with a 2x upsampling before it (align_corners=False, PyTorch's geometry): z is never
+   stored. Each map of the input is h x w. Bilinearly, output row 2i + a is row i of the input mixed
    3:1 with its neighbour above (a = 0) or below (a = 1), the end rows standing in past either end,
-   and the same along each row. Rows of z are rebuilt, one at a time, wherever a pass needs them. */
+   and the same along each row. Bicubically (Keys' kernel, a = -0.75), output row 2i mixes input rows
+   i - 2 ... i + 1 by CUBIC and row 2i + 1 rows i + 2 ... i - 1, the end rows again standing in past
+   either end. Rows of z are rebuilt, one at a time, wherever a pass needs them. */
+
+static const float CUBIC[4] = {-9.f / 256.f, 67.f / 256.f, 225.f / 256.f, -27.f / 256.f};
 
 /* The input row that output row `o` takes its quarter from: the one above o / 2 for even o, below
    for odd, the end rows standing in past either end of the h rows. */
@@ -141,6 +146,9 @@ static int64_t far_row(int64_t o, int64_t h) {
     const int64_t i = o / 2;
     return o % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
 }
+
+/* Floats of scratch a thread needs for maps w samples wide (a row of z, and two rows of w + 4). */
+int64_t row_buffer_floats(int64_t w) { return 4 * w + 8; }
 
 /* This thread's part of `rows` (the caller's scratch, `floats` a thread): no allocation in here. */
 static float *thread_rows(float *rows, int64_t floats) {
@@ -151,8 +159,8 @@ static float *thread_rows(float *rows, int64_t floats) {
 #endif
 }
 
-/* Row `o` (of 2h) of z, 2w floats, from the map `x` (h x w). */
-static void upsampled_row(const float *x, int64_t h, int64_t w, int64_t o, float *row, float *mixed) {
+/* Row `o` (of 2h) of z, 2w floats, from the map `x` (h x w), bilinearly. */
+static void bilinear_row(const float *x, int64_t h, int64_t w, int64_t o, float *row, float *mixed) {
     const float *near = x + o / 2 * w, *far = x + far_row(o, h) * w;
 #pragma omp simd
     for (int64_t j = 0; j < w; ++j) mixed[j] = 0.75f * near[j] + 0.25f * far[j];
@@ -169,26 +177,103 @@ static void upsampled_row(const float *x, int64_t h, int64_t w, int64_t o, float
     }
 }
 
+static int64_t clamped(int64_t i, int64_t n) { return i < 0 ? 0 : i < n ? i : n - 1; }
+
+/* The input row whose weight in output row `o` is CUBIC[k]. */
+static int64_t cubic_row_index(int64_t o, int k, int64_t h) {
+    return clamped(o % 2 == 0 ? o / 2 - 2 + k : o / 2 + 2 - k, h);
+}
+
+/* The same bicubically; `padded` (w + 4 floats) holds the columns mixed, their end samples repeated
+   twice past either end, so that every output sample reads four without a clamp. */
+static void bicubic_row(const float *x, int64_t h, int64_t w, int64_t o, float *row, float *padded) {
+    const float *r0 = x + cubic_row_index(o, 0, h) * w, *r1 = x + cubic_row_index(o, 1, h) * w;
+    const float *r2 = x + cubic_row_index(o, 2, h) * w, *r3 = x + cubic_row_index(o, 3, h) * w;
+    float *mixed = padded + 2;
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j)
+        mixed[j] = CUBIC[0] * r0[j] + CUBIC[1] * r1[j] + CUBIC[2] * r2[j] + CUBIC[3] * r3[j];
+    padded[0] = padded[1] = mixed[0];
+    mixed[w] = mixed[w + 1] = mixed[w - 1];
+#pragma omp simd
+    for (int64_t j = 0; j < w; ++j) {
+        const float *m = mixed + j;
+        row[2 * j] = CUBIC[0] * m[-2] + CUBIC[1] * m[-1] + CUBIC[2] * m[0] + CUBIC[3] * m[1];
+        row[2 * j + 1] = CUBIC[0] * m[2] + CUBIC[1] * m[1] + CUBIC[2] * m[0] + CUBIC[3] * m[-1];
+    }
+}
+
+static void upsampled_row(const float *x, int64_t h, int64_t w, int64_t o, float *row, float *mixed, int cubic) {
+    if (cubic)
+        bicubic_row(x, h, w, o, row, mixed);
+    else
+        bilinear_row(x, h, w, o, row, mixed);
+}
+
+/* Adds the transpose of the upsampling to row `y` of z's gradient (`row`, 2w floats) into the input's
+   gradient g_x (h x w); `gathered` is w + 4 floats of scratch. Bilinearly, input j takes 3/4 of
+   outputs 2j and 2j + 1 and 1/4 of 2j - 1 and 2j + 2 (the end samples take the quarter that falls
+   past them), and the same along columns; bicubically each output gives CUBIC's weights back to the
+   four inputs it read, the ends' repeats to the end samples. */
+static void add_transposed_row(const float *row, float *g_x, int64_t h, int64_t w, int64_t y, float *gathered,
+                               int cubic) {
+    if (!cubic) {
+        gathered[0] = 0.75f * (row[0] + row[1]) + 0.25f * row[0] + 0.25f * (w > 1 ? row[2] : row[1]);
+        if (w > 1)
+            gathered[w - 1] = 0.75f * (row[2 * w - 2] + row[2 * w - 1]) + 0.25f * row[2 * w - 3] +
+                              0.25f * row[2 * w - 1];
+#pragma omp simd
+        for (int64_t j = 1; j < w - 1; ++j)
+            gathered[j] = 0.75f * (row[2 * j] + row[2 * j + 1]) + 0.25f * row[2 * j - 1] + 0.25f * row[2 * j + 2];
+        float *near = g_x + y / 2 * w, *far = g_x + far_row(y, h) * w;
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) near[j] += 0.75f * gathered[j];
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) far[j] += 0.25f * gathered[j];
+        return;
+    }
+    /* gathered[p] collects padded column p (column p - 2): output 2j read columns j - 2 + k and output
+       2j + 1 columns j + 2 - k, by CUBIC[k]. */
+    for (int64_t p = 0; p < w + 4; ++p) gathered[p] = 0.f;
+    for (int k = 0; k < 4; ++k) {
+        const float weight = CUBIC[k];
+        float *even = gathered + k, *odd = gathered + 4 - k;
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) even[j] += weight * row[2 * j];
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) odd[j] += weight * row[2 * j + 1];
+    }
+    gathered[2] += gathered[0] + gathered[1];
+    gathered[w + 1] += gathered[w + 2] + gathered[w + 3];
+    const float *columns = gathered + 2;
+    for (int k = 0; k < 4; ++k) {
+        float *target = g_x + cubic_row_index(y, k, h) * w;
+        const float weight = CUBIC[k];
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) target[j] += weight * columns[j];
+    }
+}
+
 void upsample_norm_activation_forward(const float *x, const float *gain, const float *bias, float *out, float *mean,
                                       float *rstd, float *buffers, int64_t rows, int64_t channels, int64_t h,
-                                      int64_t w, float eps, int activation, int threads) {
+                                      int64_t w, float eps, int activation, int cubic, int threads) {
 #pragma omp parallel num_threads(threads)
     {
-        float *row = thread_rows(buffers, 4 * w);
+        float *row = thread_rows(buffers, row_buffer_floats(w));
         float *mixed = row + 2 * w;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const float *xr = x + r * h * w;
             double sum = 0.0, squares = 0.0;
             for (int64_t y = 0; y < 2 * h; ++y) {
-                upsampled_row(xr, h, w, y, row, mixed);
+                upsampled_row(xr, h, w, y, row, mixed, cubic);
                 add_shifted_sums(row, 2 * w, xr[0], &sum, &squares);
             }
             moments(sum, squares, 4.0 * (double)h * (double)w, xr[0], eps, &mean[r], &rstd[r]);
             const int64_t c = r % channels;
             const float scale = gain[c] * rstd[r], shift = bias[c] - mean[r] * scale;
             for (int64_t y = 0; y < 2 * h; ++y) {
-                upsampled_row(xr, h, w, y, row, mixed);
+                upsampled_row(xr, h, w, y, row, mixed, cubic);
                 activate(row, out + (r * 2 * h + y) * 2 * w, 2 * w, scale, shift, activation);
             }
         }
@@ -196,17 +281,16 @@ void upsample_norm_activation_forward(const float *x, const float *gain, const f
 }
 
 /* The first pass leaves g_y in `scratch` (4 h w floats a map) and sums; the second forms z's gradient
-   a row at a time and gathers it straight into the input's gradient, the upsampling's transpose:
-   along a row, input j takes 3/4 of outputs 2j and 2j + 1 and 1/4 of 2j - 1 and 2j + 2 (the end
-   samples take the quarter that falls past them), and the same along columns. */
+   a row at a time and gathers it straight into the input's gradient (add_transposed_row). */
 void upsample_norm_activation_backward(const float *grad, const float *x, const float *gain, const float *bias,
                                        const float *mean, const float *rstd, float *scratch, float *buffers,
                                        float *grad_x, float *grad_gain, float *grad_bias, int64_t rows,
-                                       int64_t channels, int64_t h, int64_t w, int activation, int threads) {
+                                       int64_t channels, int64_t h, int64_t w, int activation, int cubic,
+                                       int threads) {
 #pragma omp parallel num_threads(threads)
     {
-        float *row = thread_rows(buffers, 4 * w);
-        float *mixed = row + 2 * w, *gathered = row + 3 * w;
+        float *row = thread_rows(buffers, row_buffer_floats(w));
+        float *mixed = row + 2 * w, *gathered = mixed + w + 4;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const float *xr = x + r * h * w;
@@ -216,7 +300,7 @@ void upsample_norm_activation_backward(const float *grad, const float *x, const 
             const float scale = gain[c] * s, shift = bias[c] - m * scale;
             double sum = 0.0, sum_x = 0.0;
             for (int64_t y = 0; y < 2 * h; ++y) {
-                upsampled_row(xr, h, w, y, row, mixed);
+                upsampled_row(xr, h, w, y, row, mixed, cubic);
                 activation_gradient(row, grad + (r * 2 * h + y) * 2 * w, g_y + y * 2 * w, 2 * w, scale, shift, m, s,
                                     activation, &sum, &sum_x);
             }
@@ -226,21 +310,40 @@ void upsample_norm_activation_backward(const float *grad, const float *x, const 
             const float mean_g = (float)(sum / n), mean_gx = (float)(sum_x / n);
             for (int64_t j = 0; j < h * w; ++j) g_x[j] = 0.f;
             for (int64_t y = 0; y < 2 * h; ++y) {
-                upsampled_row(xr, h, w, y, row, mixed);
+                upsampled_row(xr, h, w, y, row, mixed, cubic);
                 normalization_gradient(g_y + y * 2 * w, row, row, 2 * w, scale, m, s, mean_g, mean_gx);
-                gathered[0] = 0.75f * (row[0] + row[1]) + 0.25f * row[0] + 0.25f * (w > 1 ? row[2] : row[1]);
-                if (w > 1)
-                    gathered[w - 1] = 0.75f * (row[2 * w - 2] + row[2 * w - 1]) + 0.25f * row[2 * w - 3] +
-                                      0.25f * row[2 * w - 1];
-#pragma omp simd
-                for (int64_t j = 1; j < w - 1; ++j)
-                    gathered[j] = 0.75f * (row[2 * j] + row[2 * j + 1]) + 0.25f * row[2 * j - 1] + 0.25f * row[2 * j + 2];
-                float *near = g_x + y / 2 * w, *far = g_x + far_row(y, h) * w;
-#pragma omp simd
-                for (int64_t j = 0; j < w; ++j) near[j] += 0.75f * gathered[j];
-#pragma omp simd
-                for (int64_t j = 0; j < w; ++j) far[j] += 0.25f * gathered[j];
+                add_transposed_row(row, g_x, h, w, y, gathered, cubic);
             }
+        }
+    }
+}
+
+/* The upsampling alone, for stages that upsample before their convolution: each of `rows` maps of
+   h x w becomes 2h x 2w, and back for the gradient (rows of the output's gradient, one at a time,
+   through add_transposed_row). */
+void upsample_forward(const float *x, float *out, float *buffers, int64_t rows, int64_t h, int64_t w, int cubic,
+                      int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        float *mixed = thread_rows(buffers, row_buffer_floats(w));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t y = 0; y < 2 * h; ++y)
+                upsampled_row(x + r * h * w, h, w, y, out + (r * 2 * h + y) * 2 * w, mixed, cubic);
+    }
+}
+
+void upsample_backward(const float *grad, float *grad_x, float *buffers, int64_t rows, int64_t h, int64_t w,
+                       int cubic, int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        float *gathered = thread_rows(buffers, row_buffer_floats(w));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            float *g_x = grad_x + r * h * w;
+            for (int64_t j = 0; j < h * w; ++j) g_x[j] = 0.f;
+            for (int64_t y = 0; y < 2 * h; ++y)
+                add_transposed_row(grad + (r * 2 * h + y) * 2 * w, g_x, h, w, y, gathered, cubic);
         }
     }
 }

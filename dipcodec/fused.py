@@ -1,9 +1,9 @@
 """A fit's busiest steps compiled, where a C compiler is at hand.
 
 Every stage of the network normalizes its maps and applies a sine (or a ReLU), the narrowing ones
-right after a bilinear upsampling. PyTorch does that in four to six passes over the full-size maps
-each way, and on a CPU an iteration is bound by such passes: ``fused.c`` makes two each way, and
-never stores the upsampled maps. It also filters the unshuffled planes of a fit through a post-filter
+right after a bilinear (restoration's networks: bicubic) upsampling. PyTorch does that in four to
+six passes over the full-size maps each way, and on a CPU an iteration is bound by such passes:
+``fused.c`` makes two each way, and never stores the upsampled maps. It also filters the unshuffled planes of a fit through a post-filter
 (``fit.FilteredMSE``) without the dense convolution's work on its kernel's zeros. The library is
 compiled on first use with the machine's C compiler (``$CC``, else ``cc``) into
 ``$XDG_CACHE_HOME/dipcodec`` (``~/.cache`` without it) and called through ctypes. Where it cannot be
@@ -30,7 +30,7 @@ import torch
 
 from .network import NORMALIZATION_EPS
 
-__all__ = ["norm_activation", "accepts", "block_filter", "available", "disabled"]
+__all__ = ["norm_activation", "upsample2x", "accepts", "block_filter", "available", "disabled"]
 
 _SOURCE = Path(__file__).with_name("fused.c")
 _FLAG_SETS = (
@@ -44,6 +44,7 @@ _FLAG_SETS = (
     ("-O2",),
 )
 _ACTIVATIONS = {"relu": 0, "sine": 1}
+_UPSAMPLINGS = {None: -1, "bilinear": 0, "bicubic": 1}  # -1: none; else fused.c's `cubic` flag
 _switch = threading.local()
 
 
@@ -89,11 +90,14 @@ def _library() -> ctypes.CDLL | None:
         for name, arguments in (
                 ("norm_activation_forward", [pointer] * 6 + [count] * 3 + [number, flag, flag]),
                 ("norm_activation_backward", [pointer] * 9 + [count] * 3 + [flag, flag]),
-                ("upsample_norm_activation_forward", [pointer] * 7 + [count] * 4 + [number, flag, flag]),
-                ("upsample_norm_activation_backward", [pointer] * 11 + [count] * 4 + [flag, flag]),
+                ("upsample_norm_activation_forward", [pointer] * 7 + [count] * 4 + [number, flag, flag, flag]),
+                ("upsample_norm_activation_backward", [pointer] * 11 + [count] * 4 + [flag, flag, flag]),
+                ("upsample_forward", [pointer] * 3 + [count] * 3 + [flag, flag]),
+                ("upsample_backward", [pointer] * 3 + [count] * 3 + [flag, flag]),
                 ("block_filter", [pointer] * 4 + [count] * 5 + [flag])):
             function = getattr(library, name)
             function.argtypes, function.restype = arguments, None
+        library.row_buffer_floats.argtypes, library.row_buffer_floats.restype = [count], count
         return library
     return None
 
@@ -116,17 +120,25 @@ def disabled() -> Iterator[None]:
 
 def accepts(x: torch.Tensor, upsample: str | None = None) -> bool:
     """Whether the compiled steps can take ``x``: float32 maps of more than one pixel on a CPU
-    (upsampled bilinearly or not at all, for :func:`norm_activation`), and they are available."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and upsample in (None, "bilinear")
+    (upsampled bilinearly, bicubically or not at all, for :func:`norm_activation`), and they are
+    available."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and upsample in _UPSAMPLINGS
             and (upsample is not None or x[0, 0].numel() > 1) and available())
 
 
 def norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, activation: str,
                     upsample: str | None = None) -> torch.Tensor:
     """``activation(F.group_norm(x, channels, gain, bias))`` with its gradient, compiled, for ``x`` as
-    :func:`accepts` says; with ``upsample="bilinear"``, of ``x`` upsampled 2x first (as
+    :func:`accepts` says; with ``upsample`` ("bilinear" or "bicubic"), of ``x`` upsampled 2x first (as
     ``network.upsample2x`` does), which is then never stored."""
-    return _NormActivation.apply(x, gain, bias, _ACTIVATIONS[activation], upsample is not None)
+    return _NormActivation.apply(x, gain, bias, _ACTIVATIONS[activation], _UPSAMPLINGS[upsample])
+
+
+def upsample2x(x: torch.Tensor, upsample: str) -> torch.Tensor:
+    """``network.upsample2x(x, upsample)`` with its gradient, compiled, for ``x`` as :func:`accepts`
+    says: the stages that upsample before their convolution (restoration's, bicubically, cost a fit
+    more there than anything but the matrix products)."""
+    return _Upsample2x.apply(x, _UPSAMPLINGS[upsample])
 
 
 def block_filter(x: torch.Tensor, kernel: torch.Tensor, offset: torch.Tensor, block: int) -> torch.Tensor:
@@ -137,9 +149,9 @@ def block_filter(x: torch.Tensor, kernel: torch.Tensor, offset: torch.Tensor, bl
 
 
 def _row_buffers(x: torch.Tensor, threads: int, width: int) -> torch.Tensor:
-    """Scratch rows for the upsampling steps, 4 x ``width`` floats a thread (OpenMP never gives them more
-    threads than asked), allocated here so that an allocation that fails raises in Python."""
-    return x.new_empty(threads, 4 * width)
+    """Scratch rows for the upsampling steps, as many floats a thread as fused.c asks (OpenMP never gives
+    it more threads than asked), allocated here so that an allocation that fails raises in Python."""
+    return x.new_empty(threads, _library().row_buffer_floats(width))
 
 
 def _floats(t: torch.Tensor) -> torch.Tensor:
@@ -149,17 +161,17 @@ def _floats(t: torch.Tensor) -> torch.Tensor:
 class _NormActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, gain: torch.Tensor,
-                bias: torch.Tensor, activation: int, upsample: bool) -> torch.Tensor:
+                bias: torch.Tensor, activation: int, upsample: int) -> torch.Tensor:
         x, gain, bias = _floats(x), _floats(gain), _floats(bias)
         n, channels, height, width = x.shape
-        out = x.new_empty(n, channels, 2 * height, 2 * width) if upsample else torch.empty_like(x)
+        out = x.new_empty(n, channels, 2 * height, 2 * width) if upsample >= 0 else torch.empty_like(x)
         mean, rstd = x.new_empty(n * channels), x.new_empty(n * channels)
         pointers = (x.data_ptr(), gain.data_ptr(), bias.data_ptr(), out.data_ptr(), mean.data_ptr(), rstd.data_ptr())
         threads, eps = torch.get_num_threads(), NORMALIZATION_EPS
-        if upsample:
+        if upsample >= 0:
             buffers = _row_buffers(x, threads, width)
             _library().upsample_norm_activation_forward(*pointers, buffers.data_ptr(), n * channels, channels, height,
-                                                        width, eps, activation, threads)
+                                                        width, eps, activation, upsample, threads)
         else:
             _library().norm_activation_forward(*pointers, n * channels, channels, height * width, eps, activation,
                                                threads)
@@ -177,17 +189,41 @@ class _NormActivation(torch.autograd.Function):
         grad_gain, grad_bias = x.new_empty(n, channels), x.new_empty(n, channels)
         inputs = (grad.data_ptr(), x.data_ptr(), gain.data_ptr(), bias.data_ptr(), mean.data_ptr(), rstd.data_ptr())
         outputs = (grad_x.data_ptr(), grad_gain.data_ptr(), grad_bias.data_ptr())
-        if ctx.upsample:
+        if ctx.upsample >= 0:
             scratch = torch.empty_like(grad)  # the activation's gradient at full size, between two passes
             threads = torch.get_num_threads()
             buffers = _row_buffers(x, threads, width)
             _library().upsample_norm_activation_backward(*inputs, scratch.data_ptr(), buffers.data_ptr(), *outputs,
                                                          n * channels, channels, height, width, ctx.activation,
-                                                         threads)
+                                                         ctx.upsample, threads)
         else:
             _library().norm_activation_backward(*inputs, *outputs, n * channels, channels, height * width,
                                                 ctx.activation, torch.get_num_threads())
         return grad_x, grad_gain.sum(0), grad_bias.sum(0), None, None
+
+
+class _Upsample2x(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, upsample: int) -> torch.Tensor:
+        x = _floats(x)
+        n, channels, height, width = x.shape
+        out = x.new_empty(n, channels, 2 * height, 2 * width)
+        threads = torch.get_num_threads()
+        buffers = _row_buffers(x, threads, width)
+        _library().upsample_forward(x.data_ptr(), out.data_ptr(), buffers.data_ptr(), n * channels, height, width,
+                                    upsample, threads)
+        ctx.upsample, ctx.size = upsample, (height, width)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = _floats(grad)
+        (height, width), threads = ctx.size, torch.get_num_threads()
+        grad_x = grad.new_empty(grad.shape[0], grad.shape[1], height, width)
+        buffers = _row_buffers(grad, threads, width)
+        _library().upsample_backward(grad.data_ptr(), grad_x.data_ptr(), buffers.data_ptr(),
+                                     grad.shape[0] * grad.shape[1], height, width, ctx.upsample, threads)
+        return grad_x, None
 
 
 class _BlockFilter(torch.autograd.Function):

@@ -283,11 +283,16 @@ def _norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, ac
 def _convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)``; a 1x1 kernel as one matrix product. On a CPU that takes a
     quarter off a fitting iteration (BENCHMARKS.md, "1x1 convolutions as matrix products"). The two
-    differ only in float32 rounding (docs/FORMAT.md §6)."""
+    differ only in float32 rounding (docs/FORMAT.md §6). One sample (every fit and decode) takes a
+    plain 2-D product: the same numbers as the batched one, whose gradient transposes and copies
+    each stage's maps (BENCHMARKS.md, "Restoration's upsampling compiled")."""
     if weight.shape[-2:] != (1, 1):
         return F.conv2d(x, weight, bias)
     n, c, h, w = x.shape
-    y = weight.flatten(1) @ x.reshape(n, c, h * w)
+    if n == 1:
+        y = torch.mm(weight.flatten(1), x.reshape(c, h * w))
+    else:
+        y = weight.flatten(1) @ x.reshape(n, c, h * w)
     if bias is not None:
         y = y + bias[:, None]
     return y.reshape(n, weight.shape[0], h, w)
@@ -313,9 +318,17 @@ done in blocks, each with its 2 neighbours either side, instead of as one dense 
 
 
 def upsample2x(x: torch.Tensor, mode: Upsample) -> torch.Tensor:
-    """Double the last two dimensions of an ``N x C x H x W`` tensor (align_corners=False geometry)."""
-    if mode == "bilinear" and x.requires_grad and x.device.type == "cpu":
-        return _Bilinear2x.apply(x)
+    """Double the last two dimensions of an ``N x C x H x W`` tensor (align_corners=False geometry).
+    A fit on a CPU takes a faster gradient: bilinearly ``_Bilinear2x``'s, bicubically the compiled
+    step of ``dipcodec.fused`` where it is built (the matrix products below, with their gradient,
+    cost a restoration fit more than its convolutions)."""
+    if x.requires_grad and x.device.type == "cpu":
+        if mode == "bilinear":
+            return _Bilinear2x.apply(x)
+        if mode == "bicubic":
+            from . import fused
+            if fused.accepts(x, mode):
+                return fused.upsample2x(x, mode)
     if mode != "bicubic":
         return F.interpolate(x, scale_factor=2, mode=mode, **_align(mode))
     return _bicubic_columns(_bicubic_columns(x.transpose(-1, -2)).transpose(-1, -2))

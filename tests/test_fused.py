@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dipcodec import fused
+from dipcodec import fused, network
 from dipcodec.network import NORMALIZATION_EPS, Generator, NetworkConfig, fixed_input, reference_weights
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
@@ -20,7 +20,7 @@ needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is 
 def _reference(z: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, activation: str,
                upsample: str | None = None) -> torch.Tensor:
     if upsample:
-        z = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
+        z = F.interpolate(z, scale_factor=2, mode=upsample, align_corners=False)
     y = F.group_norm(z, z.shape[1], gain, bias, eps=NORMALIZATION_EPS)
     return torch.sin(y) if activation == "sine" else F.relu(y)
 
@@ -41,7 +41,7 @@ def test_the_step_builds_where_there_is_a_compiler():
 
 
 @needs_compiler
-@pytest.mark.parametrize("upsample", [None, "bilinear"])
+@pytest.mark.parametrize("upsample", [None, "bilinear", "bicubic"])
 @pytest.mark.parametrize("activation", ["sine", "relu"])
 @pytest.mark.parametrize("shape, offset", [((2, 3, 5, 7), 0.0), ((1, 29, 48, 64), 0.0), ((1, 4, 33, 40), 50.0),
                                            ((1, 2, 1, 6), 0.0), ((1, 2, 6, 1), 0.0)])
@@ -63,7 +63,36 @@ def test_values_and_gradients_match_pytorchs(upsample, activation, shape, offset
 
 
 @needs_compiler
-@pytest.mark.parametrize("upsample", [None, "bilinear"])
+@pytest.mark.parametrize("upsample", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 1, 6), (1, 4, 6, 1), (1, 3, 40, 70)])
+def test_the_upsampling_alone_matches_pytorchs(upsample, shape):
+    """The step for stages that upsample before their convolution, values and gradient, borders and
+    sides of one pixel included, against ``F.interpolate`` in float64."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g)
+    grad = torch.randn(shape[0], shape[1], 2 * shape[2], 2 * shape[3], generator=g)
+    results = []
+    for step, dtype in ((fused.upsample2x, torch.float32),
+                        (lambda t, mode: F.interpolate(t, scale_factor=2, mode=mode, align_corners=False),
+                         torch.float64)):
+        leaf = x.detach().to(dtype).requires_grad_()
+        out = step(leaf, upsample)
+        out.backward(grad.to(dtype))
+        results.append((out.detach().double(), leaf.grad.double()))
+    for a, b in zip(*results):
+        assert (a - b).abs().max().item() <= 2e-5 * max(b.abs().max().item(), 1.0)
+
+
+def test_a_bicubic_fit_upsamples_with_the_step_and_the_decoder_does_not():
+    x = torch.randn(1, 2, 6, 5)
+    fitted = network.upsample2x(x.clone().requires_grad_(), "bicubic")
+    decoded = network.upsample2x(x, "bicubic")
+    assert (type(fitted.grad_fn).__name__ == "_Upsample2xBackward") == fused.available()
+    assert (fitted.detach() - decoded).abs().max().item() < 1e-5
+
+
+@needs_compiler
+@pytest.mark.parametrize("upsample", [None, "bilinear", "bicubic"])
 def test_the_result_does_not_depend_on_the_number_of_threads(upsample):
     g = torch.Generator().manual_seed(2)
     z, grad = torch.randn(1, 7, 15, 10, generator=g), torch.randn(1, 7, 30, 20, generator=g)
@@ -83,8 +112,9 @@ def test_the_result_does_not_depend_on_the_number_of_threads(upsample):
 
 
 @needs_compiler
-def test_a_fit_takes_the_step_and_a_forward_pass_without_gradient_does_not():
-    config = NetworkConfig((8, 8, 4, 4), (1,) * 4, 8, 3, 2, activation="sine")
+@pytest.mark.parametrize("upsample", ["bilinear", "bicubic"])
+def test_a_fit_takes_the_step_and_a_forward_pass_without_gradient_does_not(upsample):
+    config = NetworkConfig((8, 8, 4, 4), (1,) * 4, 8, 3, 2, upsample=upsample, activation="sine")
     net = Generator(config).load(reference_weights(config, 0))
     noise = fixed_input(config, 0, 32, 32)
 

@@ -4,6 +4,7 @@
     python tools/bench_speed.py [--size 768x512] [--bpp 0.25,0.5] [--repeats 15] [--device cpu]
                                 [--compare-loss] [--compare-filtered [--filter-taps T]] [--compare-upsampling]
                                 [--compare-adam] [--compare-fused] [--offset DY,DX]
+                                [--purpose denoise|upscale|restore]
 
 Prints, per target rate, the network and the median milliseconds per iteration over ``--repeats``
 timed iterations after 3 warm-up ones, with the interquartile range: what a user waits for, times
@@ -26,6 +27,9 @@ network replaced with its own (``network._Bilinear2x``), and prints the paired r
 ``--compare-adam`` the same with PyTorch's default Adam step (one tensor at a time) instead of the
 fit's fused one; ``--compare-fused`` the same with PyTorch's normalization and activation
 instead of the compiled step of ``dipcodec.fused``.
+
+``--purpose`` times the restoration network of that purpose instead (``dipcodec.restore``'s, at
+``RESTORE_WIDTH``, whose output is ``--size``; ``--bpp`` is then ignored).
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ import torch.nn.functional as F
 
 from dipcodec import fused, network
 from dipcodec.decoder import resolve_device
-from dipcodec.encoder import FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, stretched_schedule
+from dipcodec.encoder import (FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, network_layout,
+                              stretched_schedule)
 from dipcodec.fit import CanvasMSE, FilteredMSE, Objective, image_mse, objective
-from dipcodec.network import Generator, NetworkConfig, fixed_input, full_float32, reference_weights
+from dipcodec.network import Generator, NetworkConfig, NetworkPurpose, fixed_input, full_float32, reference_weights
 from dipcodec.postfilter import PostFilter
+from dipcodec.restoration.restore import INPAINT_ITERATIONS, RESTORE_FITS, RESTORE_WIDTH
 
 
 LossKind = Literal["objective", "shuffled", "filtered", "torch_upsampling", "unfused_adam", "unfused_norm"]
@@ -60,15 +66,20 @@ BASELINES: dict[LossKind, str] = {
 @full_float32()  # as the encoder's fit runs
 def iteration_ms(width: int, height: int, bpp: float, repeats: int, device: str,
                  losses: tuple[LossKind, ...] = ("objective",), offset: tuple[int, int] = (0, 0),
-                 filter_taps: int = FIT_FILTER_TAPS) -> tuple[NetworkConfig, dict[str, list[float]]]:
+                 filter_taps: int = FIT_FILTER_TAPS,
+                 purpose: NetworkPurpose = "compress") -> tuple[NetworkConfig, dict[str, list[float]]]:
     """The network for this size and rate, and per loss (``objective``: the fit's; ``shuffled``: the
     plain MSE of the shuffled image, rolled by ``offset`` first; ``filtered``: the fit's through a
     post-filter; ``torch_upsampling``: the fit's with PyTorch's gradient of the upsampling;
     ``unfused_adam``: the fit's, stepped by PyTorch's default Adam; ``unfused_norm``: the fit's with
     PyTorch's normalization and activation instead of ``dipcodec.fused``) the milliseconds of each timed
-    iteration, the losses in turn."""
+    iteration, the losses in turn. A ``purpose`` other than compression times restoration's network
+    (``bpp`` unused)."""
     dev = resolve_device(device)
-    config = choose_network(height, width, 3, bpp * width * height)
+    if purpose == "compress":
+        config = choose_network(height, width, 3, bpp * width * height)
+    else:
+        config = network_layout(height, width, 3, purpose=purpose)(RESTORE_WIDTH)
     noise = fixed_input(config, 0, height, width).to(dev)
     target = torch.rand((1, 3, height, width), generator=torch.Generator().manual_seed(0)).to(dev)
     if not set(losses) <= set(get_args(LossKind)):
@@ -150,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the fit's iteration with PyTorch's normalization and activation, alternating")
     p.add_argument("--offset", default=(0, 0), type=lambda text: tuple(int(v) for v in text.split(",")),
                    help="DY,DX: time the loss of a canvas rolled this far")
+    p.add_argument("--purpose", default="compress", choices=get_args(NetworkPurpose),
+                   help="time restoration's network of this purpose (output --size; --bpp ignored)")
     args = p.parse_args(argv)
     if args.compare_upsampling and args.device != "cpu":
         p.error("--compare-upsampling compares CPU gradients (other devices use PyTorch's own)")
@@ -160,12 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     print(f"# {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"canvas offset {offset[0]},{offset[1]}")
-    for bpp in (float(b) for b in args.bpp.split(",")):
-        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses, offset, args.filter_taps)
+    rates = [float(b) for b in args.bpp.split(",")] if args.purpose == "compress" else [0.0]
+    for bpp in rates:
+        config, runs = iteration_ms(width, height, bpp, args.repeats, args.device, losses, offset, args.filter_taps,
+                                    args.purpose)
         times = runs["objective"]
         q1, _, q3 = statistics.quantiles(times, n=4)
-        iterations = "/".join(str(stretched_schedule(s, config, height, width).iterations) for s in PRESETS.values())
-        print(f"{bpp:g} bpp: widths {config.channels}, {config.parameter_count()} weights, cost "
+        if args.purpose == "compress":
+            iterations = "/".join(str(stretched_schedule(s, config, height, width).iterations)
+                                  for s in PRESETS.values())
+        else:  # what `dipcodec restore` fits: iterations x networks
+            iterations = "/".join(f"{INPAINT_ITERATIONS[p] if args.purpose == 'restore' else s.iterations}x"
+                                  f"{RESTORE_FITS[p]}" for p, s in PRESETS.items())
+        print(f"{f'{bpp:g} bpp' if args.purpose == 'compress' else args.purpose}: widths {config.channels}, "
+              f"upsampling {config.upsample}, {config.parameter_count()} weights, cost "
               f"{iteration_cost(config, height, width):.0f}: median {statistics.median(times):.1f} ms per iteration "
               f"(IQR {q1:.1f}-{q3:.1f}); {'/'.join(PRESETS)} iterations {iterations}", flush=True)
         for name in (name for name in losses if name in BASELINES):
