@@ -3,8 +3,9 @@
 Every stage of the network normalizes its maps and applies a sine (or a ReLU), the narrowing ones
 right after a bilinear (restoration's networks: bicubic) upsampling. PyTorch does that in four to
 six passes over the full-size maps each way, and on a CPU an iteration is bound by such passes:
-``fused.c`` makes two each way, and never stores the upsampled maps. It also filters the unshuffled planes of a fit through a post-filter
-(``fit.FilteredMSE``) without the dense convolution's work on its kernel's zeros. The library is
+``fused.c`` makes two each way, and never stores the upsampled maps. It also filters the
+unshuffled planes of a fit through a post-filter (``fit.FilteredMSE``) without the dense
+convolution's work on its kernel's zeros. The library is
 compiled on first use with the machine's C compiler (``$CC``, else ``cc``) into
 ``$XDG_CACHE_HOME/dipcodec`` (``~/.cache`` without it) and called through ctypes. Where it cannot be
 built, or with ``DIPCODEC_FUSED=0`` in the environment, fits use PyTorch's operations: the same
@@ -246,7 +247,8 @@ class _BlockFilter(torch.autograd.Function):
         # The transpose of the filter: the filter of the zero-padded gradient by the kernel with its
         # blocks transposed (input and output planes swap) and its taps flipped.
         padded = torch.nn.functional.pad(_floats(grad), (k - 1,) * 4)
-        return _block_filter(padded, kernel.transpose(0, 1).flip(-2, -1).contiguous(), None, ctx.block), None, None, None
+        transposed = kernel.transpose(0, 1).flip(-2, -1).contiguous()
+        return _block_filter(padded, transposed, None, ctx.block), None, None, None
 
 
 def _block_filter(x: torch.Tensor, kernel: torch.Tensor, offset: torch.Tensor | None, block: int) -> torch.Tensor:
