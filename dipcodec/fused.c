@@ -140,12 +140,11 @@ void norm_activation_backward(const float *grad, const float *z, const float *ga
 
 static const float CUBIC[4] = {-9.f / 256.f, 67.f / 256.f, 225.f / 256.f, -27.f / 256.f};
 
+static int64_t clamped(int64_t i, int64_t n) { return i < 0 ? 0 : i < n ? i : n - 1; }
+
 /* The input row that output row `o` takes its quarter from: the one above o / 2 for even o, below
    for odd, the end rows standing in past either end of the h rows. */
-static int64_t far_row(int64_t o, int64_t h) {
-    const int64_t i = o / 2;
-    return o % 2 == 0 ? (i > 0 ? i - 1 : 0) : (i + 1 < h ? i + 1 : h - 1);
-}
+static int64_t far_row(int64_t o, int64_t h) { return clamped(o % 2 == 0 ? o / 2 - 1 : o / 2 + 1, h); }
 
 /* Floats of scratch a thread needs for maps w samples wide (a row of z, and two rows of w + 4). */
 int64_t row_buffer_floats(int64_t w) { return 4 * w + 8; }
@@ -176,8 +175,6 @@ static void bilinear_row(const float *x, int64_t h, int64_t w, int64_t o, float 
         row[2 * j + 1] = 0.75f * mixed[j] + 0.25f * mixed[j + 1];
     }
 }
-
-static int64_t clamped(int64_t i, int64_t n) { return i < 0 ? 0 : i < n ? i : n - 1; }
 
 /* The input row whose weight in output row `o` is CUBIC[k]. */
 static int64_t cubic_row_index(int64_t o, int k, int64_t h) {
