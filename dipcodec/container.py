@@ -340,8 +340,10 @@ def framed_body(data: bytes, magic: bytes, versions: tuple[int, ...], what: str,
                 max_size: int) -> bytes:
     """Check a base model's or sequence's magic, version (one of ``versions``) and CRC32 (the framing
     they share with ``.dip`` files); return the bytes before the CRC."""
-    if len(data) < min_size or data[:4] != magic:
+    if data[:4] != magic:
         raise DecodeError(f"not a dipcodec {what} (bad magic)")
+    if len(data) < min_size:
+        raise DecodeError(f"file too short to be a dipcodec {what}")
     if len(data) > max_size:
         raise DecodeError(f"{what} file is larger than any dipcodec {what} can be")
     if data[4] not in versions:

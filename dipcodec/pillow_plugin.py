@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFile
 
-from .container import MAGIC
+from .container import MAGIC, MAX_FILE_BYTES
 
 __all__ = ["DipImageFile", "register"]
 
@@ -16,7 +16,7 @@ class DipImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         from .decoder import decode
 
-        data = self.fp.read()
+        data = self.fp.read(MAX_FILE_BYTES + 1)  # one byte over the limit is enough for decode to refuse it
         try:
             pixels = decode(data)
         except Exception as exc:  # Pillow expects SyntaxError from a plugin that cannot read the file

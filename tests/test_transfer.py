@@ -106,6 +106,20 @@ def test_damaged_base_file_is_a_clean_error(tiny_base, tmp_path, damage):
         load_base(tmp_path / "bad.dipbase")
 
 
+@pytest.mark.parametrize("description", [b"[" * 3000 + b"]" * 3000, b"9" * 5000, b"\xff\xfe"])
+def test_a_base_files_forged_description_is_a_clean_error(tiny_base, description):
+    """Python's JSON reader raises RecursionError on deep nesting and a plain ValueError on a huge
+    integer: each must come out as a DecodeError."""
+    from dipcodec.container import varint
+
+    body = base_to_bytes(dataclasses.replace(tiny_base, info={"x": 1}))[:-4]
+    at = body.index(b'{"x":1}')
+    assert body[at - 1] == 7  # the description's length, one varint byte
+    forged = with_crc(body[: at - 1] + varint(len(description)) + description + body[at + 7 :])
+    with pytest.raises(DecodeError, match="damaged description"):
+        base_from_bytes(forged)
+
+
 # ---------------------------------------------------------------- training
 
 def test_training_moves_the_weights_and_is_deterministic(tiny_base):
@@ -359,6 +373,30 @@ def test_averaging_window_changes_the_reference():
     assert not np.array_equal(wrong[2], decoded[2])
 
 
+def test_sequence_decoding_holds_only_the_averaging_windows_weights(monkeypatch):
+    """A forged clip of many frames with a large network must not make the decoder keep every
+    frame's weights: frames stream out of ``iter_sequence`` with only the window's weights held."""
+    import gc
+    import weakref
+
+    from dipcodec.transfer import sequence as seq
+
+    data = dipcodec.encode_sequence(moving_frames(5, 24), bpp=4.0, preset="fast", average=2)
+    alive, real_decoded = [], seq.decoded_weights
+
+    def tracked(stream, reference):
+        weights = real_decoded(stream, reference)
+        alive.append(weakref.ref(weights[0]))
+        return weights
+
+    monkeypatch.setattr(seq, "decoded_weights", tracked)
+    frames = seq.iter_sequence(data)
+    for count, _ in enumerate(frames, 1):
+        gc.collect()
+        assert len(alive) == count and sum(ref() is not None for ref in alive) <= 2
+    np.testing.assert_array_equal(np.stack(list(seq.iter_sequence(data))), np.stack(dipcodec.decode_sequence(data)))
+
+
 def test_mean_weights_is_exact_float32():
     a = [np.array([1.0, 2.0], np.float32)]
     b = [np.array([2.0, np.float32(1e-8)], np.float32)]
@@ -389,6 +427,15 @@ def test_damaged_sequence_is_a_clean_error(sequence, damage):
         bad = with_crc(body)
     with pytest.raises(DecodeError):
         dipcodec.decode_sequence(bytes(bad))
+
+
+@pytest.mark.parametrize("data, message", [(b"DIPS\x02\x01\x01", "too short"), (b"DIPB\x02", "too short"),
+                                           (b"GIF89a" + bytes(20), "bad magic")])
+def test_a_short_file_with_the_right_magic_is_called_short(data, message):
+    from dipcodec.transfer.sequence import unpack_sequence
+
+    with pytest.raises(DecodeError, match=message):
+        (base_from_bytes if data.startswith(b"DIPB") else unpack_sequence)(data)
 
 
 def test_sequence_settings_are_checked():

@@ -97,7 +97,7 @@ def base_from_bytes(data: bytes) -> BaseModel:
         raise DecodeError("a base model cannot upsample bicubically")
     try:
         info = json.loads(r.take(r.varint("description length", MAX_INFO_BYTES), "description").decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise DecodeError("base model has a damaged description") from None
     shapes = network.tensor_shapes()
     if len(body) - r.pos != 4 * network.parameter_count():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ from ..network import CanvasOffset, padded_size
 from .basefile import BaseModel
 
 __all__ = ["SEQUENCE_MAGIC", "SEQUENCE_VERSION", "OFFSETS_SINCE", "MAX_OFFSET", "MAX_FRAMES", "MAX_AVERAGE", "SequenceFile",
-           "pack_sequence", "unpack_sequence", "decode_sequence", "sequence_info", "is_sequence", "mean_weights"]
+           "pack_sequence", "unpack_sequence", "decode_sequence", "iter_sequence", "sequence_info", "is_sequence", "mean_weights"]
 
 SEQUENCE_MAGIC = b"DIPS"
 SEQUENCE_VERSION = 2
@@ -112,10 +112,17 @@ def mean_weights(history: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
 def decode_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
                     base: "str | os.PathLike | BaseModel | None" = None) -> list[np.ndarray]:
     """Decode every frame of a ``.dips`` file, in order, to uint8 pixels."""
+    return list(iter_sequence(data, device=device, scale=scale, base=base))
+
+
+def iter_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
+                  base: "str | os.PathLike | BaseModel | None" = None) -> Iterator[np.ndarray]:
+    """Decode a ``.dips`` file's frames one at a time, holding only the averaging window's weights:
+    a long clip needs the memory of one frame, not of all of them."""
     sequence = unpack_sequence(data)
     dev = resolve_device(device)
     bases = as_bases(base)
-    frames, history = [], []
+    history = []
     for index, frame in enumerate(sequence.frames):
         try:
             stream = unpack(frame)
@@ -132,8 +139,8 @@ def decode_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
             reference = reference_of(stream, bases)
         weights = decoded_weights(stream, reference)
         history.append((stream.network, weights))
-        frames.append(render_stream(stream, weights, dev, scale, _checked_offset(sequence, index, stream)))
-    return frames
+        del history[:-sequence.average]  # only the averaging window is ever read again
+        yield render_stream(stream, weights, dev, scale, _checked_offset(sequence, index, stream))
 
 
 def _checked_offset(sequence: SequenceFile, index: int, stream: Bitstream) -> CanvasOffset:
