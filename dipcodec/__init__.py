@@ -8,16 +8,17 @@ pass and applies the filter.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from . import pillow_plugin as _pillow_plugin  # registers .dip with Pillow
-from .decoder import decode, info
 from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError
-from .transfer.sequence import decode_sequence
 
 if TYPE_CHECKING:
+    from .decoder import decode, info
     from .encoder import encode
     from .restoration.restore import restore
+    from .transfer.sequence import decode_sequence
     from .transfer.warmstart import encode_sequence
 
 __all__ = ["encode", "decode", "info", "restore", "encode_sequence", "decode_sequence", "DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "__version__"]
@@ -25,19 +26,14 @@ __version__ = "0.1.0"
 
 _pillow_plugin.register()
 
+_LAZY = {"decode": ".decoder", "info": ".decoder", "decode_sequence": ".transfer.sequence", "encode": ".encoder",
+         "encode_sequence": ".transfer.warmstart", "restore": ".restoration.restore"}
+"""Where each entry point lives. Imported on first use: ``import dipcodec`` stays free of torch (the
+command line answers ``--help`` at once, and Ctrl-C during start-up is a clean interrupt), and
+decode-only use never loads the fitting code."""
+
 
 def __getattr__(name: str):
-    # The encoder pulls in the fitting code; importing it lazily keeps decode-only use free of it.
-    if name == "encode":
-        from .encoder import encode
-
-        return encode
-    if name == "encode_sequence":
-        from .transfer.warmstart import encode_sequence
-
-        return encode_sequence
-    if name == "restore":
-        from .restoration.restore import restore
-
-        return restore
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'dipcodec' has no attribute {name!r}")

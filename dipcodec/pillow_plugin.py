@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from PIL import Image, ImageFile
 
-from .container import MAGIC, MAX_FILE_BYTES
+__all__ = ["DipImageFile", "register", "MAGIC"]
 
-__all__ = ["DipImageFile", "register"]
+MAGIC = b"DIPC"
+"""``container.MAGIC``, spelled out so that registering the plugin does not import torch (a test
+keeps the two equal)."""
 
 
 class DipImageFile(ImageFile.ImageFile):
@@ -14,6 +16,7 @@ class DipImageFile(ImageFile.ImageFile):
     format_description = "dipcodec Deep Image Prior image"
 
     def _open(self) -> None:
+        from .container import MAX_FILE_BYTES
         from .decoder import decode
 
         data = self.fp.read(MAX_FILE_BYTES + 1)  # one byte over the limit is enough for decode to refuse it

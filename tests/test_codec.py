@@ -430,3 +430,17 @@ def test_encode_warnings_point_at_the_caller():
         encode(np.zeros((16, 16, 4), np.uint8), quality=50)
     alpha = [w for w in caught if issubclass(w.category, DipcodecWarning)]
     assert alpha and all(w.filename == __file__ for w in alpha), [w.filename for w in alpha]
+
+
+def test_importing_the_package_loads_no_torch_and_registers_the_plugin():
+    """The command line's start-up (and --help) pays for torch only when a command needs it."""
+    import subprocess
+    import sys
+
+    script = ("import sys, dipcodec; from PIL import Image; from dipcodec.pillow_plugin import MAGIC; "
+              "print('torch' in sys.modules, 'DIPCODEC' in Image.OPEN, MAGIC.hex())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    from dipcodec.container import MAGIC
+
+    assert out == ["False", "True", MAGIC.hex()]
+    assert callable(dipcodec.decode) and callable(dipcodec.decode_sequence) and callable(dipcodec.encode)
