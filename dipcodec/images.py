@@ -7,6 +7,7 @@ one of those, with a warning whenever information is dropped (alpha, bits beyond
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read any image Pillow can open; the first frame of an animation."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        # Only a regular file's size says anything: a pipe (/dev/stdin, <(cat x.png)) reports 0 bytes.
+        status = path.stat()
+        if stat.S_ISREG(status.st_mode) and status.st_size == 0:
             raise InputError(f"{path}: file is empty")
         with Image.open(path) as im:
             return _from_pil(im)

@@ -328,3 +328,25 @@ def test_mode_i_image_in_8_bit_range_is_clipped_not_wrapped():
         out = as_array(im)
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert out[0, 0] == 0  # -5 clipped, not wrapped to 251
+
+
+# ---------------------------------------------------------------- pipes
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_read_image_from_a_pipe(tmp_path):
+    """`dipcodec encode /dev/stdin` or `<(cat x.png)`: a pipe's size reads 0, and is no reason to refuse it."""
+    img = make_image(12, 18)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, png_bytes(img))
+        os.close(write_end)
+        out = read_without_warnings(f"/dev/fd/{read_end}")
+    finally:
+        os.close(read_end)
+    assert np.array_equal(out, img)
