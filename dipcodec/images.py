@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
-__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic"]
+__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic", "output_target"]
 
 _GRAY_MODES = {"1", "L", "LA", "La"}
 
@@ -96,17 +96,40 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: cannot read image ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def output_target(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """The file that writing ``path`` replaces: the real file behind a symlink, so the link survives.
+
+    Checked before any slow work: it must not be a directory or a non-regular file (a FIFO, a
+    device: an atomic rename would replace it with a plain file), its folder must exist and be
+    writable, and an existing one is replaced only with ``force``.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode  # through links, /proc's too (/dev/stdout on a pipe: realpath cannot follow)
+    except OSError:  # nothing there yet (or no folder: see below)
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise InputError(f"{path} is a directory" if stat.S_ISDIR(mode) else
+                         f"{path} is not a regular file (dipcodec writes files only)")
+    target = Path(os.path.realpath(path))
+    if os.path.lexists(path) and not force:
+        raise InputError(f"{path} already exists (use --force to overwrite)")
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder if path.is_symlink() else path.parent} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write in folder {folder} (permission denied)")
+    return target
+
+
 def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place, so a crash or an
-    error never leaves a partial file; refuses to replace an existing file unless ``force``."""
+    error never leaves a partial file; refuses to replace an existing file unless ``force``. A
+    symlink is written through (see :func:`output_target`)."""
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path} already exists (use --force to overwrite)")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory")
-    directory = path.parent if str(path.parent) else Path(".")
+    target = output_target(path, force=force)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror}") from None
     try:
@@ -117,7 +140,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
