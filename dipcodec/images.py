@@ -6,6 +6,7 @@ one of those, with a warning whenever information is dropped (alpha, bits beyond
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tempfile
@@ -17,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
-__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic", "output_target"]
+__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic", "output_target",
+           "image_format"]
 
 _GRAY_MODES = {"1", "L", "LA", "La"}
 
@@ -149,17 +151,42 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -
         raise
 
 
-def write_image(path: str | os.PathLike, pixels: np.ndarray, *, force: bool = False) -> None:
-    """Save pixels in the format named by the extension (PNG, BMP, TIFF, WebP, JPEG ...), atomically."""
-    import io
+def _pillow_bytes(path: Path, pixels: np.ndarray, fmt: str) -> bytes:
+    """``pixels`` saved as ``fmt``; whatever Pillow raises becomes one readable line."""
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(pixels).save(buffer, format=fmt)
+    except (OSError, ValueError, KeyError) as exc:  # KeyError: a mode or option the plugin lacks
+        detail = "" if isinstance(exc, KeyError) else f" ({exc})"
+        kind = "grayscale" if pixels.ndim == 2 else "RGB"
+        raise InputError(f"{path}: Pillow cannot write {kind} images as {fmt}{detail}") from None
+    return buffer.getvalue()
 
+
+def image_format(path: str | os.PathLike, channels: int | None = None) -> str:
+    """The Pillow format ``path``'s extension names, refused before any slow work unless Pillow
+    can write it: for images of ``channels`` (1 or 3) channels, or if None, of one of the two.
+
+    A tiny test image is saved, since Pillow registers formats it only reads, stubs whose save
+    handler is not installed (.h5, .grib), and formats that take neither kind of pixels (.xbm).
+    """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt == "DIPCODEC":
         raise InputError(f"{path}: cannot tell the image format from the extension (use .png, .bmp, .tiff ...)")
-    buffer = io.BytesIO()
-    try:
-        Image.fromarray(pixels).save(buffer, format=fmt)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: cannot write as {fmt}: {exc}") from None
-    write_atomic(path, buffer.getvalue(), force=force)
+    if fmt not in Image.SAVE:
+        raise InputError(f"{path}: Pillow reads {fmt} images but cannot write them (use .png, .bmp, .tiff ...)")
+    refusals = []
+    for kind in (3, 1) if channels is None else (channels,):
+        try:
+            _pillow_bytes(path, np.zeros((8, 8, 3) if kind == 3 else (8, 8), np.uint8), fmt)
+            return fmt
+        except InputError as exc:
+            refusals.append(exc)
+    raise refusals[0]
+
+
+def write_image(path: str | os.PathLike, pixels: np.ndarray, *, force: bool = False) -> None:
+    """Save pixels in the format named by the extension (PNG, BMP, TIFF, WebP, JPEG ...), atomically."""
+    path = Path(path)
+    write_atomic(path, _pillow_bytes(path, pixels, image_format(path)), force=force)

@@ -335,7 +335,7 @@ def test_mode_i_image_in_8_bit_range_is_clipped_not_wrapped():
     assert out[0, 0] == 0  # -5 clipped, not wrapped to 251
 
 
-# ---------------------------------------------------------------- pipes, links, devices
+# ---------------------------------------------------------------- pipes, links, devices, formats Pillow cannot write
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -418,3 +418,32 @@ def test_write_atomic_into_a_read_only_folder_raises_input_error(tmp_path):
     finally:
         folder.chmod(0o755)
     assert listing(folder) == []
+
+
+@pytest.mark.parametrize("name, pillow_says", [("o.fits", "cannot write them"), ("o.h5", "not installed"),
+                                               ("o.xbm", "cannot write mode RGB")])
+def test_write_image_to_a_format_pillow_cannot_write_is_a_readable_error(tmp_path, name, pillow_says):
+    with pytest.raises(InputError, match=pillow_says) as caught:
+        write_image(tmp_path / name, make_image(8, 8))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / name}: Pillow") and "'" not in message  # no KeyError repr
+    assert listing(tmp_path) == []
+
+
+def test_write_image_turns_a_save_handler_key_error_into_a_readable_error(tmp_path, monkeypatch):
+    def broken(im, fp, filename):
+        raise KeyError(im.mode)  # what a plugin's table of modes raises for a mode it lacks
+
+    monkeypatch.setitem(Image.SAVE, "PNG", broken)
+    with pytest.raises(InputError, match="Pillow cannot write RGB images as PNG$"):
+        write_image(tmp_path / "o.png", make_image(8, 8))
+    assert listing(tmp_path) == []
+
+
+def test_image_format_checks_the_kind_of_pixels():
+    from dipcodec.images import image_format
+
+    assert image_format("o.qoi") == image_format("o.qoi", 3) == "QOI"
+    with pytest.raises(InputError, match="grayscale images as QOI"):
+        image_format("o.qoi", 1)
+    assert image_format("o.PNG", 1) == "PNG"
