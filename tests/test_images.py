@@ -447,3 +447,30 @@ def test_image_format_checks_the_kind_of_pixels():
     with pytest.raises(InputError, match="grayscale images as QOI"):
         image_format("o.qoi", 1)
     assert image_format("o.PNG", 1) == "PNG"
+
+
+# ---------------------------------------------------------------- base model files are written atomically too
+
+
+GOLDEN_BASE = Path(__file__).parent / "data" / "golden-base-v1.dipbase"
+
+
+def test_save_base_failing_leaves_the_old_file_and_no_temporary(tmp_path, full_disk):
+    from dipcodec.transfer.basefile import load_base, save_base
+
+    target = tmp_path / "b.dipbase"
+    target.write_bytes(b"original")
+    with pytest.raises(InputError, match="No space left on device"):
+        save_base(load_base(GOLDEN_BASE), target)
+    assert target.read_bytes() == b"original" and listing(tmp_path) == ["b.dipbase"]
+
+
+def test_save_base_overwrites_unless_told_not_to(tmp_path):
+    from dipcodec.transfer.basefile import load_base, save_base
+
+    target = tmp_path / "b.dipbase"
+    target.write_bytes(b"original")
+    with pytest.raises(InputError, match="exists"):
+        save_base(load_base(GOLDEN_BASE), target, force=False)
+    save_base(load_base(GOLDEN_BASE), target)
+    assert target.read_bytes() == GOLDEN_BASE.read_bytes() and listing(tmp_path) == ["b.dipbase"]
