@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -77,9 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     dseq = sub.add_parser("decode-seq", help="decompress a .dips file to one image per frame")
     dseq.add_argument("input", metavar="IN", help="the .dips file")
     dseq.add_argument("outdir", metavar="OUTDIR", help="folder for frame000.png, frame001.png, ... (made if missing)")
-    dseq.add_argument("--format", default="png", help="image extension of the frames (default: %(default)s)")
+    dseq.add_argument("--format", default="png", help="image extension of the frames, such as png or .png "
+                                                      "(default: %(default)s)")
     dseq.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    dseq.add_argument("--force", action="store_true", help="overwrite frames that exist")
+    dseq.add_argument("--force", action="store_true",
+                      help="replace frames in OUTDIR; remove frameNNN files of the extension past the clip's end")
     dseq.add_argument("--base", metavar="PATH", help="the .dipbase file the key frames need, if not a shipped one")
 
     tb = sub.add_parser("train-base", help="meta-learn a base model from a folder of images")
@@ -161,16 +164,43 @@ def _read_bytes(path: str) -> bytes:
     return data
 
 
-def _check_paths(src: str, dst: str, force: bool) -> None:
-    """Refuse bad outputs before any slow work: an existing file, the input itself, a missing folder."""
-    out = Path(dst)
-    if out.exists():
-        if Path(src).exists() and os.path.samefile(src, dst):
-            raise InputError(f"{dst}: output is the input file")
-        if not force:
-            raise InputError(f"{dst} already exists (use --force to overwrite)")
-    if not out.parent.is_dir():
-        raise InputError(f"{dst}: folder {out.parent} does not exist")
+def _check_output(dst: str, force: bool, *sources: str) -> None:
+    """Refuse bad outputs before any slow work: an input itself, an existing file without --force, a
+    directory or a device, a missing or read-only folder (:func:`dipcodec.images.output_target`)."""
+    from .images import output_target
+
+    if Path(dst).exists() and any(Path(src).exists() and os.path.samefile(src, dst) for src in sources):
+        raise InputError(f"{dst}: output is the input file")
+    output_target(dst, force=force)
+
+
+def _check_folder(folder: Path) -> None:
+    """Before any slow work: ``folder`` is a writable folder, or its nearest existing ancestor is
+    one, where it can be made."""
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{folder} is not a folder" if ancestor == folder else f"{folder}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: cannot write in folder {ancestor} (permission denied)")
+
+
+def _image_format_named(path: str | os.PathLike) -> str | None:
+    """The image format Pillow knows by ``path``'s extension, if any (dipcodec's own is none)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    return None if fmt == "DIPCODEC" else fmt
+
+
+def _check_image_output(path: str | os.PathLike, command: str, channels: int | None = None) -> None:
+    """Before any slow work: OUT must name an image format Pillow writes (for ``channels``, if known)."""
+    from .images import image_format
+
+    if _image_format_named(path) is None:
+        raise InputError(f"{path}: {command} writes an image; choose an image extension such as .png")
+    image_format(path, channels)
 
 
 class _ProgressBar:
@@ -210,20 +240,12 @@ def _mask_argument(value: str | None):
     return value if value in (None, "subtitles") else read_image(value)
 
 
-def _check_image_extension(path: str, command: str) -> None:
-    """Before any slow work: OUT must name an image format Pillow writes (not .dip)."""
-    from PIL import Image
-
-    if Image.registered_extensions().get(Path(path).suffix.lower()) in (None, "DIPCODEC"):
-        raise InputError(f"{path}: {command} writes an image; choose an image extension such as .png")
-
-
 def _encode(args: argparse.Namespace) -> None:
     from .encoder import encode_detailed
     from .images import read_image, write_atomic
     from .restoration.modes import restoration_for
 
-    _check_paths(args.input, args.output, args.force)
+    _check_output(args.output, args.force, args.input)
     pixels = read_image(args.input)
     restoration = restoration_for(pixels, mask=_mask_argument(args.mask), sr=args.sr, denoise=args.denoise)
     start = time.perf_counter()
@@ -240,12 +262,13 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _decode(args: argparse.Namespace) -> None:
-    from .decoder import decode
+    from .decoder import decode, info
     from .images import write_image
 
-    _check_paths(args.input, args.output, args.force)
-    _check_image_extension(args.output, "decode")
+    _check_output(args.output, args.force, args.input)
+    _check_image_output(args.output, "decode")
     data = _read_bytes(args.input)
+    _check_image_output(args.output, "decode", info(data)["channels"])
     pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
     write_image(args.output, pixels, force=args.force)
 
@@ -254,7 +277,7 @@ def _encode_seq(args: argparse.Namespace) -> None:
     from .images import read_image, write_atomic
     from .transfer.warmstart import encode_sequence
 
-    _check_paths(args.frames[0], args.output, args.force)
+    _check_output(args.output, args.force, *args.frames)
     if Path(args.output).suffix.lower() != ".dips":
         raise InputError(f"{args.output}: a sequence is written to a .dips file")
     frames = [read_image(f) for f in args.frames]
@@ -280,38 +303,58 @@ def _encode_seq(args: argparse.Namespace) -> None:
               f"{8 * len(data) / (h * w * len(frames)):.4f} bpp, {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
-def _decode_seq(args: argparse.Namespace) -> None:
-    from .images import write_image
-    from .transfer.sequence import decode_sequence
+def _frame_files(folder: Path, extension: str) -> list[Path]:
+    """What decode-seq writes, or wrote for an earlier clip, in ``folder``: frameNNN.EXTENSION."""
+    pattern = re.compile(rf"frame\d{{3,}}\.{re.escape(extension)}")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
 
-    data = _read_bytes(args.input)
+
+def _decode_seq(args: argparse.Namespace) -> None:
+    from .images import output_target, write_image
+    from .transfer.sequence import decode_sequence, sequence_info
+
+    extension = args.format.removeprefix(".")
+    if not extension.isalnum():
+        raise InputError(f"--format {args.format!r}: give an image extension such as png")
     outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"{outdir} exists and is not a folder")
-    probe = str(outdir / f"frame000.{args.format}")
-    _check_image_extension(probe, "decode-seq")
+    probe = outdir / f"frame000.{extension}"
+    _check_image_output(probe, "decode-seq")
+    _check_folder(outdir)
+    data = _read_bytes(args.input)
+    details = sequence_info(data)
+    for channels in sorted({frame["channels"] for frame in details["frame_info"]}):
+        _check_image_output(probe, "decode-seq", channels)
+    names = [outdir / f"frame{i:03d}.{extension}" for i in range(details["frames"])]
+    old = _frame_files(outdir, extension)
+    if old and not args.force:
+        raise InputError(f"{old[0]} exists (use --force to replace the frames in {outdir})")
+    for name in names:
+        if os.path.lexists(name):
+            output_target(name, force=True)  # a folder or a device of that name is refused
     frames = decode_sequence(data, device=args.device, base=args.base)
-    names = [outdir / f"frame{i:03d}.{args.format}" for i in range(len(frames))]
-    existing = [n for n in names if n.exists()]
-    if existing and not args.force:
-        raise InputError(f"{existing[0]} exists (use --force to overwrite)")
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot make folder {outdir}: {exc.strerror or exc}") from None
     for name, pixels in zip(names, frames):
         write_image(name, pixels, force=True)
+    for stale in old:
+        if stale not in names and stale.is_file():
+            try:
+                stale.unlink()
+            except OSError as exc:
+                raise InputError(f"cannot remove {stale}, a frame of an earlier clip: {exc.strerror or exc}") from None
 
 
 def _train_base(args: argparse.Namespace) -> None:
-    from .images import read_image
+    from .images import output_target, read_image
     from .transfer.basefile import save_base
     from .transfer.meta import MetaSchedule, standard_network, train_base
 
     source, out = Path(args.dir), Path(args.output)
     if not source.is_dir():
         raise InputError(f"{source} is not a folder")
-    if out.exists() and not args.force:
-        raise InputError(f"{out} exists (use --force to overwrite)")
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
+    output_target(out, force=args.force)
     if not 4 <= args.arch <= 192 or min(args.steps, args.inner, args.tasks) < 1 or args.crop < 64:
         raise InputError("--arch must be 4 to 192, --steps, --inner and --tasks positive, --crop 64 or more")
     if args.inner_beta2 is not None and not 0 <= args.inner_beta2 < 1:
@@ -347,7 +390,7 @@ def _train_base(args: argparse.Namespace) -> None:
     finally:
         if bar:
             bar.close()
-    save_base(base, out)
+    save_base(base, out, force=args.force)
     checkpoint.unlink(missing_ok=True)
     if not args.quiet:
         print(f"{out}: base model {base.name}, {network.parameter_count()} weights, network widths "
@@ -360,8 +403,8 @@ def _mask(args: argparse.Namespace) -> None:
     from .images import read_image, write_image
     from .restoration.subtitles import subtitle_mask
 
-    _check_paths(args.input, args.output, args.force)
-    _check_image_extension(args.output, "mask")
+    _check_output(args.output, args.force, args.input)
+    _check_image_output(args.output, "mask", 1)
     found = subtitle_mask(read_image(args.input))
     write_image(args.output, np.where(found, 255, 0).astype(np.uint8), force=args.force)
 
@@ -370,13 +413,14 @@ def _restore(args: argparse.Namespace) -> None:
     from .images import read_image, write_image
     from .restoration.restore import restore
 
-    _check_paths(args.input, args.output, args.force)
-    _check_image_extension(args.output, "restore")
+    _check_output(args.output, args.force, args.input)
+    _check_image_output(args.output, "restore")
     if (args.mask is not None) != (args.mode == "inpaint"):
         raise InputError("--mask goes with inpaint, and inpaint needs it")
     if args.factor is not None and args.mode != "sr":
         raise InputError("--factor goes with sr only")
     pixels = read_image(args.input)
+    _check_image_output(args.output, "restore", 1 if pixels.ndim == 2 else 3)
     mode = {"sr": "super-resolution"}.get(args.mode, args.mode)
     with _ProgressBar() as bar:
         restored = restore(pixels, mode, mask=_mask_argument(args.mask), factor=args.factor, preset=args.preset,
