@@ -9,6 +9,7 @@ Errors and warnings are one line on stderr; set ``DIPCODEC_DEBUG=1`` for a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,10 +17,11 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
-from .errors import DipcodecError, DipcodecWarning, InputError
+from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError
 
 __all__ = ["main"]
 
@@ -150,18 +152,47 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_bytes(path: str) -> bytes:
-    """A .dip file's bytes, reading no more than any valid file can hold (so /dev/zero is refused)."""
+def _read_file(path: str) -> bytes:
+    """A dipcodec file's bytes, reading no more than any valid file of its kind can hold (so
+    /dev/zero is refused): MAX_SEQUENCE_BYTES for a sequence, MAX_FILE_BYTES for the rest."""
     from .container import MAX_FILE_BYTES
+    from .transfer.sequence import MAX_SEQUENCE_BYTES, SEQUENCE_MAGIC
 
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            head = f.read(len(SEQUENCE_MAGIC))
+            limit = MAX_SEQUENCE_BYTES if head == SEQUENCE_MAGIC else MAX_FILE_BYTES
+            data = head + f.read(limit + 1 - len(head))
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"{path}: larger than any dipcodec file can be")
+    if len(data) > limit:
+        raise InputError(f"{path}: larger than any dipcodec {'sequence' if head == SEQUENCE_MAGIC else 'file'} can be")
     return data
+
+
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Name the file in the decode errors raised inside, as gzip does (``FILE: message``), with the
+    option that fixes a missing base model."""
+    try:
+        yield
+    except DecodeError as exc:
+        hint = " (give it with --base PATH)" if "needs base model" in str(exc) else ""
+        raise DecodeError(f"{path}: {exc}{hint}") from None
+
+
+def _check_kind(path: str, data: bytes, *, sequence: bool) -> None:
+    """Name the command that reads a file given to the wrong one (the parsers would say 'bad magic')."""
+    from .container import MAGIC
+    from .transfer.basefile import BASE_MAGIC
+    from .transfer.sequence import is_sequence
+
+    if data[:4] == BASE_MAGIC:
+        raise InputError(f"{path} is a base model (.dipbase): it holds no image (see dipcodec info)")
+    if is_sequence(data) and not sequence:
+        raise InputError(f"{path} is a sequence: use decode-seq")
+    if data[:4] == MAGIC and sequence:
+        raise InputError(f"{path} is a single image: use decode")
 
 
 def _check_output(dst: str, force: bool, *sources: str) -> None:
@@ -267,9 +298,11 @@ def _decode(args: argparse.Namespace) -> None:
 
     _check_output(args.output, args.force, args.input)
     _check_image_output(args.output, "decode")
-    data = _read_bytes(args.input)
-    _check_image_output(args.output, "decode", info(data)["channels"])
-    pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
+    data = _read_file(args.input)
+    with _naming(args.input):
+        _check_kind(args.input, data, sequence=False)
+        _check_image_output(args.output, "decode", info(data)["channels"])
+        pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
     write_image(args.output, pixels, force=args.force)
 
 
@@ -320,18 +353,20 @@ def _decode_seq(args: argparse.Namespace) -> None:
     probe = outdir / f"frame000.{extension}"
     _check_image_output(probe, "decode-seq")
     _check_folder(outdir)
-    data = _read_bytes(args.input)
-    details = sequence_info(data)
-    for channels in sorted({frame["channels"] for frame in details["frame_info"]}):
-        _check_image_output(probe, "decode-seq", channels)
-    names = [outdir / f"frame{i:03d}.{extension}" for i in range(details["frames"])]
-    old = _frame_files(outdir, extension)
-    if old and not args.force:
-        raise InputError(f"{old[0]} exists (use --force to replace the frames in {outdir})")
-    for name in names:
-        if os.path.lexists(name):
-            output_target(name, force=True)  # a folder or a device of that name is refused
-    frames = decode_sequence(data, device=args.device, base=args.base)
+    data = _read_file(args.input)
+    with _naming(args.input):
+        _check_kind(args.input, data, sequence=True)
+        details = sequence_info(data)
+        for channels in sorted({frame["channels"] for frame in details["frame_info"]}):
+            _check_image_output(probe, "decode-seq", channels)
+        names = [outdir / f"frame{i:03d}.{extension}" for i in range(details["frames"])]
+        old = _frame_files(outdir, extension)
+        if old and not args.force:
+            raise InputError(f"{old[0]} exists (use --force to replace the frames in {outdir})")
+        for name in names:
+            if os.path.lexists(name):
+                output_target(name, force=True)  # a folder or a device of that name is refused
+        frames = decode_sequence(data, device=args.device, base=args.base)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -429,13 +464,17 @@ def _restore(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
+    with _naming(args.file):
+        _describe(args, _read_file(args.file))
+
+
+def _describe(args: argparse.Namespace, data: bytes) -> None:
+    """``info``'s output for a base model, a sequence or a .dip file."""
     from .decoder import info
+    from .transfer.basefile import BASE_MAGIC, base_from_bytes
     from .transfer.sequence import is_sequence, sequence_info
 
-    data = _read_bytes(args.file)
-    if data[:4] == b"DIPB":
-        from .transfer.basefile import base_from_bytes
-
+    if data[:len(BASE_MAGIC)] == BASE_MAGIC:
         base = base_from_bytes(data)
         details = {"base_id": base.name, "channels": list(base.network.channels),
                    "input_channels": base.network.input_channels, "parameters": base.network.parameter_count(),

@@ -275,9 +275,11 @@ def test_decode_damaged_file_fails_cleanly(capsys, dip_file, tmp_path):
     dst = tmp_path / "out.png"
     code, out, err = run(capsys, "decode", bad, dst)
     assert code == 2 and out == ""
-    one_error_line(err)
+    assert one_error_line(err).startswith(f"dipcodec: error: {bad}: ")  # gzip's style: the file, then what is wrong
     assert not dst.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.dip"]
+    code, out, err = run(capsys, "info", bad)
+    assert code == 2 and out == "" and one_error_line(err).startswith(f"dipcodec: error: {bad}: ")
 
 
 @pytest.mark.parametrize("content", [b"", b"DIPC", b"not a dip file at all", None])
@@ -558,6 +560,39 @@ def test_decode_seq_replaces_an_older_longer_clip_only_with_force(capsys, tmp_pa
     assert (code, err) == (0, "")
     assert listing(out) == sorted(["frame000.png", "frame001.png", "frame002.png", *others])
     assert all((out / name).read_bytes() == b"keep" for name in others)
+
+
+# ---------------------------------------------------------------- decode errors name the file
+
+
+def test_decode_of_a_sequence_says_to_use_decode_seq(capsys, tmp_path, no_slow_work):
+    code, _, err = run(capsys, "decode", SEQUENCE, tmp_path / "o.png")
+    assert code == 2 and one_error_line(err) == f"dipcodec: error: {SEQUENCE} is a sequence: use decode-seq"
+    code, _, err = run(capsys, "decode-seq", DATA / "golden-v3.dip", tmp_path / "f")
+    assert code == 2 and "use decode" in one_error_line(err)
+    assert listing(tmp_path) == []
+
+
+def test_a_missing_base_model_names_the_file_and_the_option(capsys, tmp_path):
+    code, _, err = run(capsys, "decode-seq", SEQUENCE, tmp_path / "f")
+    line = one_error_line(err)
+    assert code == 2 and line.startswith(f"dipcodec: error: {SEQUENCE}: ")
+    assert "64c9af4c3abcb906" in line and line.endswith("(give it with --base PATH)")
+    assert listing(tmp_path) == []  # no empty folder left behind
+
+
+def test_info_reads_a_sequence_larger_than_any_dip_file(capsys, monkeypatch, tmp_path):
+    """A .dips file holds up to MAX_SEQUENCE_BYTES; a .dip file no more than MAX_FILE_BYTES."""
+    import dipcodec.container
+
+    size = SEQUENCE.stat().st_size
+    monkeypatch.setattr(dipcodec.container, "MAX_FILE_BYTES", size - 1)  # larger than this, smaller than its frames
+    code, out, err = run(capsys, "info", SEQUENCE)
+    assert code == 0 and "3 frames" in out, err
+    big = tmp_path / "big.dip"
+    big.write_bytes(b"DIPC" + bytes(size))
+    code, _, err = run(capsys, "info", big)
+    assert code == 2 and "larger than any dipcodec file" in one_error_line(err)
 
 
 # ---------------------------------------------------------------- train-base
