@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -172,15 +173,14 @@ def test_version(capsys):
     assert out.strip() == f"dipcodec {dipcodec.__version__}"
 
 
-def test_progress_bar_and_summary_without_quiet(capsys, png, tmp_path):
+def test_summary_without_quiet_and_no_bar_when_stderr_is_not_a_terminal(capsys, png, tmp_path):
+    """`dipcodec encode ... 2> log`: the log gets the summary line, not the bar's \\r frames."""
     code, out, err = run(capsys, "encode", png, tmp_path / "x.dip", "--bpp", "2", *FAST)
     assert code == 0 and out == ""
-    assert "fitting" in err  # the progress bar
-    assert "PSNR" in err
-    summary = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "\r" not in err and "fitting" not in err
     size = (tmp_path / "x.dip").stat().st_size
-    assert summary.startswith(f"{tmp_path / 'x.dip'}: {size} bytes")
-    assert "PSNR" in summary and "dB" in summary
+    assert len(err.splitlines()) == 1 and err.startswith(f"{tmp_path / 'x.dip'}: {size} bytes")
+    assert "PSNR" in err and "dB" in err
 
 
 def test_rgba_input_warns_once_and_succeeds(capsys, tmp_path):
@@ -595,7 +595,61 @@ def test_info_reads_a_sequence_larger_than_any_dip_file(capsys, monkeypatch, tmp
     assert code == 2 and "larger than any dipcodec file" in one_error_line(err)
 
 
+# ---------------------------------------------------------------- warnings, progress, help
+
+
+def test_warnings_come_before_the_error(capsys, tmp_path):
+    src = tmp_path / "rgba.png"
+    Image.fromarray(np.concatenate([make_image(24, 32), np.full((24, 32, 1), 100, np.uint8)], axis=2)).save(src)
+    code, _, err = run(capsys, "encode", src, tmp_path / "x.dip", "--device", "tpu", "--quiet", *FAST)
+    assert code == 2
+    warning, error = err.splitlines()
+    assert warning.startswith("dipcodec: warning: dropping the alpha channel")
+    assert error.startswith("dipcodec: error: ") and "tpu" in error
+
+
+def test_progress_bar_on_a_terminal(capsys, monkeypatch, png, tmp_path, fake_fit):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.dip")
+    assert code == 0 and "fitting" in err
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, PSNR 31\.50 dB\]", err), err  # tqdm's own ", " inside the brackets
+    assert "] ," not in err
+    assert err.replace("\r", "\n").strip().splitlines()[-1].startswith(f"{tmp_path / 'x.dip'}: 9 bytes")
+
+
+def test_encode_to_an_image_extension_warns(capsys, png, tmp_path, fake_fit):
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.png")
+    assert code == 0 and (tmp_path / "x.png").read_bytes() == b"DIPC fake"
+    warning, summary = err.splitlines()  # the warning first: it is issued before the fit
+    assert warning == (f"dipcodec: warning: {tmp_path / 'x.png'}: encode writes a .dip file, not a PNG image; "
+                       "name it x.dip")
+    assert summary.startswith(f"{tmp_path / 'x.png'}: 9 bytes")
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.dip", "--quiet")
+    assert (code, err) == (0, "")
+
+
+def test_every_command_says_what_it_does(capsys):
+    from dipcodec.cli import _parser
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert list(commands) == ["encode", "decode", "info", "encode-seq", "decode-seq", "restore", "mask",
+                              "train-base", "eval"]
+    assert all(parser.description for parser in commands.values())
+    code, out, _ = run(capsys, "encode", "--help")
+    assert code == 0 and "minutes on a CPU" in " ".join(out.split())
+    code, out, _ = run(capsys, "info", "--help")
+    assert code == 0 and re.search(r"FILE\s+a \.dip, \.dips or \.dipbase file", out)
+
+
 # ---------------------------------------------------------------- train-base
+
+
+def test_train_base_arch_bound_is_the_encoders(capsys, png, tmp_path, monkeypatch, no_slow_work):
+    import dipcodec.encoder
+
+    monkeypatch.setattr(dipcodec.encoder, "MAX_WIDTH", 50)
+    code, _, err = run(capsys, "train-base", png.parent, "-o", tmp_path / "b.dipbase", "--arch", "60", "--quiet")
+    assert code == 2 and "--arch must be 4 to 50" in one_error_line(err)
 
 
 def test_train_base_that_cannot_save_fails_cleanly(capsys, png, tmp_path, monkeypatch, full_disk):
