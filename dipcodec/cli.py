@@ -9,16 +9,19 @@ Errors and warnings are one line on stderr; set ``DIPCODEC_DEBUG=1`` for a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import __version__
-from .errors import DipcodecError, DipcodecWarning, InputError
+from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError, warn
 
 __all__ = ["main"]
 
@@ -40,7 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"dipcodec {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    enc = sub.add_parser("encode", help="compress an image to a .dip file")
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description)
+
+    enc = command("encode", "compress an image to a .dip file",
+                  "Compress an image to a .dip file by fitting a small network to it and coding the network's "
+                  "weights. Fitting takes minutes on a CPU (--preset fast is the quickest; --device cuda is "
+                  "faster).")
     enc.add_argument("input", metavar="IN", help="any image Pillow reads")
     enc.add_argument("output", metavar="OUT", help="the .dip file to write")
     rate = enc.add_mutually_exclusive_group()
@@ -57,7 +66,26 @@ def _parser() -> argparse.ArgumentParser:
                           "the network), a .dipbase file, 'none' (the seed), or 'auto' (the preset's choice: "
                           "'default' at fast, 'none' otherwise; the default)")
 
-    seq = sub.add_parser("encode-seq", help="compress the frames of a clip to a .dips file, each from the one before")
+    dec = command("decode", "decompress a .dip file to an image",
+                  "Decompress a .dip file to an image, in the format OUT's extension names. Decoding runs the "
+                  "network once: seconds, not the minutes of an encode.")
+    dec.add_argument("input", metavar="IN", help="the .dip file")
+    dec.add_argument("output", metavar="OUT", help="image to write; the format follows the extension (.png ...)")
+    dec.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    dec.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    dec.add_argument("--scale", choices=("full", "native"), default="full",
+                     help="super-resolution files: the large image or one at the fitted size (default: %(default)s)")
+    dec.add_argument("--base", metavar="PATH", help="the .dipbase file the file needs, if not a shipped one")
+
+    inf = command("info", "describe a .dip, .dips or .dipbase file",
+                  "Describe a .dip, .dips or .dipbase file without decoding it: image size, network, rate "
+                  "(per frame for a sequence).")
+    inf.add_argument("file", metavar="FILE", help="a .dip, .dips or .dipbase file")
+    inf.add_argument("--json", action="store_true", help="machine-readable output")
+
+    seq = command("encode-seq", "compress the frames of a clip to a .dips file, each from the one before",
+                  "Compress the frames of a clip to one .dips file, fitting each frame's network from the weights "
+                  "of the frames before it. Each frame is a fit: minutes on a CPU.")
     seq.add_argument("frames", metavar="FRAME", nargs="+", help="images of one size, in order")
     seq.add_argument("-o", "--output", metavar="OUT", required=True, help="the .dips file to write")
     rate = seq.add_mutually_exclusive_group()
@@ -74,15 +102,40 @@ def _parser() -> argparse.ArgumentParser:
                      help="do not roll later frames' canvases to follow the camera")
     _add_fit_options(seq)
 
-    dseq = sub.add_parser("decode-seq", help="decompress a .dips file to one image per frame")
+    dseq = command("decode-seq", "decompress a .dips file to one image per frame",
+                   "Decompress a .dips file to OUTDIR/frame000.png, frame001.png, ... (the extension is --format's). "
+                   "Frames of that name already in OUTDIR are refused; with --force they are replaced, and those "
+                   "left over from a longer clip (frame007.png after a 3-frame clip) are removed.")
     dseq.add_argument("input", metavar="IN", help="the .dips file")
     dseq.add_argument("outdir", metavar="OUTDIR", help="folder for frame000.png, frame001.png, ... (made if missing)")
-    dseq.add_argument("--format", default="png", help="image extension of the frames (default: %(default)s)")
+    dseq.add_argument("--format", default="png", help="image extension of the frames, such as png or .png "
+                                                      "(default: %(default)s)")
     dseq.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    dseq.add_argument("--force", action="store_true", help="overwrite frames that exist")
+    dseq.add_argument("--force", action="store_true",
+                      help="replace frames in OUTDIR; remove frameNNN files of the extension past the clip's end")
     dseq.add_argument("--base", metavar="PATH", help="the .dipbase file the key frames need, if not a shipped one")
 
-    tb = sub.add_parser("train-base", help="meta-learn a base model from a folder of images")
+    res = command("restore", "inpaint, super-resolve or denoise an image (no .dip file)",
+                  "Inpaint, super-resolve or denoise an image by fitting networks to it, and write the result as "
+                  "an image (no .dip file). The fits take minutes on a CPU.")
+    res.add_argument("mode", choices=("inpaint", "sr", "denoise"))
+    res.add_argument("input", metavar="IN", help="any image Pillow reads")
+    res.add_argument("output", metavar="OUT", help="image to write; the format follows the extension")
+    res.add_argument("--mask", metavar="MASK", help="inpaint: mask image (non-zero = missing) or 'subtitles'")
+    res.add_argument("--factor", type=int, metavar="N", help="sr: the factor (default 4)")
+    _add_fit_options(res)
+
+    msk = command("mask", "find what to inpaint (burned-in subtitles) and write it as a mask image",
+                  "Find burned-in subtitles in an image and write where they are as a mask image (255 = missing), "
+                  "for encode --mask or restore inpaint --mask.")
+    msk.add_argument("--subtitles", action="store_true", required=True, help="find burned-in subtitles")
+    msk.add_argument("input", metavar="IN", help="any image Pillow reads")
+    msk.add_argument("-o", "--output", metavar="MASK", required=True, help="mask image to write (255 = missing)")
+    msk.add_argument("--force", action="store_true", help="overwrite MASK if it exists")
+
+    tb = command("train-base", "meta-learn a base model from a folder of images",
+                 "Meta-learn a base model (a .dipbase file for encode --base) from a folder of images. Training "
+                 "runs many fits: hours on a CPU; a broken run continues with --resume.")
     tb.add_argument("dir", metavar="DIR", help="folder of training images (never the benchmark's)")
     tb.add_argument("-o", "--output", metavar="FILE", required=True, help="the .dipbase file to write")
     tb.add_argument("--arch", type=int, default=67, metavar="K",
@@ -102,36 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     tb.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    dec = sub.add_parser("decode", help="decompress a .dip file to an image")
-    dec.add_argument("input", metavar="IN", help="the .dip file")
-    dec.add_argument("output", metavar="OUT", help="image to write; the format follows the extension (.png ...)")
-    dec.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    dec.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    dec.add_argument("--scale", choices=("full", "native"), default="full",
-                     help="super-resolution files: the large image or one at the fitted size (default: %(default)s)")
-    dec.add_argument("--base", metavar="PATH", help="the .dipbase file the file needs, if not a shipped one")
-
-    msk = sub.add_parser("mask", help="find what to inpaint (burned-in subtitles) and write it as a mask image")
-    msk.add_argument("--subtitles", action="store_true", required=True, help="find burned-in subtitles")
-    msk.add_argument("input", metavar="IN", help="any image Pillow reads")
-    msk.add_argument("-o", "--output", metavar="MASK", required=True, help="mask image to write (255 = missing)")
-    msk.add_argument("--force", action="store_true", help="overwrite MASK if it exists")
-
-    res = sub.add_parser("restore", help="inpaint, super-resolve or denoise an image (no .dip file)")
-    res.add_argument("mode", choices=("inpaint", "sr", "denoise"))
-    res.add_argument("input", metavar="IN", help="any image Pillow reads")
-    res.add_argument("output", metavar="OUT", help="image to write; the format follows the extension")
-    res.add_argument("--mask", metavar="MASK", help="inpaint: mask image (non-zero = missing) or 'subtitles'")
-    res.add_argument("--factor", type=int, metavar="N", help="sr: the factor (default 4)")
-    _add_fit_options(res)
-
-    inf = sub.add_parser("info", help="describe a .dip, .dips or .dipbase file")
-    inf.add_argument("file", metavar="FILE")
-    inf.add_argument("--json", action="store_true", help="machine-readable output")
-
     # Defaults spelled out for the same reason as --preset; tests/test_eval_cli.py checks them against
     # dipcodec.evaluation.run.
-    ev = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG 2000 and AVIF")
+    ev = command("eval", "rate-distortion evaluation against JPEG, WebP, JPEG 2000 and AVIF",
+                 "Rate-distortion evaluation of dipcodec against JPEG, WebP, JPEG 2000 and AVIF on a folder of "
+                 "images, with a report. Every image at every rate is an encode: hours on a CPU; a rerun resumes.")
     ev.add_argument("dir", metavar="DIR", help="folder of images (file names without extension name them)")
     ev.add_argument("--out", metavar="DIR", help="output folder, reused to resume (default: eval-NAME, NAME of DIR)")
     ev.add_argument("--codecs", default="dipcodec,jpeg,webp,jpeg2000,avif",
@@ -147,44 +175,119 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_bytes(path: str) -> bytes:
-    """A .dip file's bytes, reading no more than any valid file can hold (so /dev/zero is refused)."""
+def _read_file(path: str) -> bytes:
+    """A dipcodec file's bytes, reading no more than any valid file of its kind can hold (so
+    /dev/zero is refused): MAX_SEQUENCE_BYTES for a sequence, MAX_FILE_BYTES for the rest."""
     from .container import MAX_FILE_BYTES
+    from .transfer.sequence import MAX_SEQUENCE_BYTES, SEQUENCE_MAGIC
 
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+            head = f.read(len(SEQUENCE_MAGIC))
+            limit = MAX_SEQUENCE_BYTES if head == SEQUENCE_MAGIC else MAX_FILE_BYTES
+            data = head + f.read(limit + 1 - len(head))
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise InputError(f"{path}: larger than any dipcodec file can be")
+    if len(data) > limit:
+        raise InputError(f"{path}: larger than any dipcodec {'sequence' if head == SEQUENCE_MAGIC else 'file'} can be")
     return data
 
 
-def _check_paths(src: str, dst: str, force: bool) -> None:
-    """Refuse bad outputs before any slow work: an existing file, the input itself, a missing folder."""
-    out = Path(dst)
-    if out.exists():
-        if Path(src).exists() and os.path.samefile(src, dst):
-            raise InputError(f"{dst}: output is the input file")
-        if not force:
-            raise InputError(f"{dst} already exists (use --force to overwrite)")
-    if not out.parent.is_dir():
-        raise InputError(f"{dst}: folder {out.parent} does not exist")
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Name the file in the decode errors raised inside, as gzip does (``FILE: message``), with the
+    option that fixes a missing base model."""
+    try:
+        yield
+    except DecodeError as exc:
+        hint = " (give it with --base PATH)" if "needs base model" in str(exc) else ""
+        raise DecodeError(f"{path}: {exc}{hint}") from None
+
+
+def _check_kind(path: str, data: bytes, *, sequence: bool) -> None:
+    """Name the command that reads a file given to the wrong one (the parsers would say 'bad magic')."""
+    from .container import MAGIC
+    from .transfer.basefile import BASE_MAGIC
+    from .transfer.sequence import is_sequence
+
+    if data[:4] == BASE_MAGIC:
+        raise InputError(f"{path} is a base model (.dipbase): it holds no image (see dipcodec info)")
+    if is_sequence(data) and not sequence:
+        raise InputError(f"{path} is a sequence: use decode-seq")
+    if data[:4] == MAGIC and sequence:
+        raise InputError(f"{path} is a single image: use decode")
+
+
+def _check_output(dst: str, force: bool, *sources: str) -> None:
+    """Refuse bad outputs before any slow work: an input itself, an existing file without --force, a
+    directory or a device, a missing or read-only folder (:func:`dipcodec.images.output_target`)."""
+    from .images import output_target
+
+    if Path(dst).exists() and any(Path(src).exists() and os.path.samefile(src, dst) for src in sources):
+        raise InputError(f"{dst}: output is the input file")
+    output_target(dst, force=force)
+
+
+def _check_folder(folder: Path) -> None:
+    """Before any slow work: ``folder`` is a writable folder, or its nearest existing ancestor is
+    one, where it can be made."""
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{folder} is not a folder" if ancestor == folder else f"{folder}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{folder}: cannot write in folder {ancestor} (permission denied)")
+
+
+def _image_format_named(path: str | os.PathLike) -> str | None:
+    """The image format Pillow knows by ``path``'s extension, if any (dipcodec's own is none)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    return None if fmt == "DIPCODEC" else fmt
+
+
+def _check_image_output(path: str | os.PathLike, command: str, channels: int | None = None) -> None:
+    """Before any slow work: OUT must name an image format Pillow writes (for ``channels``, if known)."""
+    from .images import image_format
+
+    if _image_format_named(path) is None:
+        raise InputError(f"{path}: {command} writes an image; choose an image extension such as .png")
+    image_format(path, channels)
+
+
+def _warn_image_extension(path: str) -> None:
+    """``encode in.png out.png`` writes a .dip file all the same: say so before the fit, not after."""
+    if fmt := _image_format_named(path):
+        warn(f"{path}: encode writes a .dip file, not a {fmt} image; name it {Path(path).with_suffix('.dip').name}")
+
+
+def _stderr_is_terminal() -> bool:
+    """Progress bars only on a terminal: in a log file (``2> log``) their \\r frames are noise."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
 
 
 class _ProgressBar:
-    """The fit's progress bar (iteration, current PSNR, ETA) on stderr; opened at the first report."""
+    """The fit's progress bar (iteration, current PSNR, ETA) on stderr, if it is a terminal; opened at
+    the first report."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.enabled = _stderr_is_terminal()
 
     def __call__(self, done: int, total: int, psnr: float) -> None:
+        if not self.enabled:
+            return
         from tqdm import tqdm
 
         if self.bar is None:
+            # tqdm puts ", " before the postfix: inside the brackets it separates, as in tqdm's own format.
             self.bar = tqdm(total=total, desc="fitting", unit="it", leave=False, file=sys.stderr,
-                            bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+                            bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         self.bar.total = max(self.bar.total, total)  # rate control may add a short tuning phase
         self.bar.update(done - self.bar.n)
         if done % 10 == 0 or done == total:
@@ -210,20 +313,13 @@ def _mask_argument(value: str | None):
     return value if value in (None, "subtitles") else read_image(value)
 
 
-def _check_image_extension(path: str, command: str) -> None:
-    """Before any slow work: OUT must name an image format Pillow writes (not .dip)."""
-    from PIL import Image
-
-    if Image.registered_extensions().get(Path(path).suffix.lower()) in (None, "DIPCODEC"):
-        raise InputError(f"{path}: {command} writes an image; choose an image extension such as .png")
-
-
 def _encode(args: argparse.Namespace) -> None:
     from .encoder import encode_detailed
     from .images import read_image, write_atomic
     from .restoration.modes import restoration_for
 
-    _check_paths(args.input, args.output, args.force)
+    _check_output(args.output, args.force, args.input)
+    _warn_image_extension(args.output)
     pixels = read_image(args.input)
     restoration = restoration_for(pixels, mask=_mask_argument(args.mask), sr=args.sr, denoise=args.denoise)
     start = time.perf_counter()
@@ -240,13 +336,16 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def _decode(args: argparse.Namespace) -> None:
-    from .decoder import decode
+    from .decoder import decode, info
     from .images import write_image
 
-    _check_paths(args.input, args.output, args.force)
-    _check_image_extension(args.output, "decode")
-    data = _read_bytes(args.input)
-    pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
+    _check_output(args.output, args.force, args.input)
+    _check_image_output(args.output, "decode")
+    data = _read_file(args.input)
+    with _naming(args.input):
+        _check_kind(args.input, data, sequence=False)
+        _check_image_output(args.output, "decode", info(data)["channels"])
+        pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
     write_image(args.output, pixels, force=args.force)
 
 
@@ -254,11 +353,11 @@ def _encode_seq(args: argparse.Namespace) -> None:
     from .images import read_image, write_atomic
     from .transfer.warmstart import encode_sequence
 
-    _check_paths(args.frames[0], args.output, args.force)
+    _check_output(args.output, args.force, *args.frames)
     if Path(args.output).suffix.lower() != ".dips":
         raise InputError(f"{args.output}: a sequence is written to a .dips file")
     frames = [read_image(f) for f in args.frames]
-    mask = args.mask if args.mask in (None, "subtitles") else _mask_argument(args.mask)
+    mask = _mask_argument(args.mask)
     start = time.perf_counter()
 
     def report(index: int, result, seconds: float) -> None:
@@ -280,40 +379,63 @@ def _encode_seq(args: argparse.Namespace) -> None:
               f"{8 * len(data) / (h * w * len(frames)):.4f} bpp, {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
-def _decode_seq(args: argparse.Namespace) -> None:
-    from .images import write_image
-    from .transfer.sequence import decode_sequence
+def _frame_files(folder: Path, extension: str) -> list[Path]:
+    """What decode-seq writes, or wrote for an earlier clip, in ``folder``: frameNNN.EXTENSION."""
+    pattern = re.compile(rf"frame\d{{3,}}\.{re.escape(extension)}")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
 
-    data = _read_bytes(args.input)
+
+def _decode_seq(args: argparse.Namespace) -> None:
+    from .images import output_target, write_image
+    from .transfer.sequence import decode_sequence, sequence_info
+
+    extension = args.format.removeprefix(".")
+    if not extension.isalnum():
+        raise InputError(f"--format {args.format!r}: give an image extension such as png")
     outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"{outdir} exists and is not a folder")
-    probe = str(outdir / f"frame000.{args.format}")
-    _check_image_extension(probe, "decode-seq")
-    frames = decode_sequence(data, device=args.device, base=args.base)
-    names = [outdir / f"frame{i:03d}.{args.format}" for i in range(len(frames))]
-    existing = [n for n in names if n.exists()]
-    if existing and not args.force:
-        raise InputError(f"{existing[0]} exists (use --force to overwrite)")
-    outdir.mkdir(parents=True, exist_ok=True)
+    probe = outdir / f"frame000.{extension}"
+    _check_image_output(probe, "decode-seq")
+    _check_folder(outdir)
+    data = _read_file(args.input)
+    with _naming(args.input):
+        _check_kind(args.input, data, sequence=True)
+        details = sequence_info(data)
+        for channels in sorted({frame["channels"] for frame in details["frame_info"]}):
+            _check_image_output(probe, "decode-seq", channels)
+        names = [outdir / f"frame{i:03d}.{extension}" for i in range(details["frames"])]
+        old = _frame_files(outdir, extension)
+        if old and not args.force:
+            raise InputError(f"{old[0]} exists (use --force to replace the frames in {outdir})")
+        for name in names:
+            if os.path.lexists(name):
+                output_target(name, force=True)  # a folder or a device of that name is refused
+        frames = decode_sequence(data, device=args.device, base=args.base)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot make folder {outdir}: {exc.strerror or exc}") from None
     for name, pixels in zip(names, frames):
         write_image(name, pixels, force=True)
+    for stale in old:
+        if stale not in names and stale.is_file():
+            try:
+                stale.unlink()
+            except OSError as exc:
+                raise InputError(f"cannot remove {stale}, a frame of an earlier clip: {exc.strerror or exc}") from None
 
 
 def _train_base(args: argparse.Namespace) -> None:
-    from .images import read_image
+    from .encoder import MAX_WIDTH
+    from .images import output_target, read_image
     from .transfer.basefile import save_base
     from .transfer.meta import MetaSchedule, standard_network, train_base
 
     source, out = Path(args.dir), Path(args.output)
     if not source.is_dir():
         raise InputError(f"{source} is not a folder")
-    if out.exists() and not args.force:
-        raise InputError(f"{out} exists (use --force to overwrite)")
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
-    if not 4 <= args.arch <= 192 or min(args.steps, args.inner, args.tasks) < 1 or args.crop < 64:
-        raise InputError("--arch must be 4 to 192, --steps, --inner and --tasks positive, --crop 64 or more")
+    output_target(out, force=args.force)
+    if not 4 <= args.arch <= MAX_WIDTH or min(args.steps, args.inner, args.tasks) < 1 or args.crop < 64:
+        raise InputError(f"--arch must be 4 to {MAX_WIDTH}, --steps, --inner and --tasks positive, --crop 64 or more")
     if args.inner_beta2 is not None and not 0 <= args.inner_beta2 < 1:
         raise InputError("--inner-beta2 must be in [0, 1)")
     suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -332,7 +454,7 @@ def _train_base(args: argparse.Namespace) -> None:
     if args.inner_beta2 is not None:
         schedule = dataclasses.replace(schedule, inner_adam_beta2=args.inner_beta2)
     bar = None
-    if not args.quiet:
+    if not args.quiet and _stderr_is_terminal():
         from tqdm import tqdm
 
         bar = tqdm(total=args.steps, desc="training", unit="step", file=sys.stderr)
@@ -347,7 +469,7 @@ def _train_base(args: argparse.Namespace) -> None:
     finally:
         if bar:
             bar.close()
-    save_base(base, out)
+    save_base(base, out, force=args.force)
     checkpoint.unlink(missing_ok=True)
     if not args.quiet:
         print(f"{out}: base model {base.name}, {network.parameter_count()} weights, network widths "
@@ -360,8 +482,8 @@ def _mask(args: argparse.Namespace) -> None:
     from .images import read_image, write_image
     from .restoration.subtitles import subtitle_mask
 
-    _check_paths(args.input, args.output, args.force)
-    _check_image_extension(args.output, "mask")
+    _check_output(args.output, args.force, args.input)
+    _check_image_output(args.output, "mask", 1)
     found = subtitle_mask(read_image(args.input))
     write_image(args.output, np.where(found, 255, 0).astype(np.uint8), force=args.force)
 
@@ -370,13 +492,14 @@ def _restore(args: argparse.Namespace) -> None:
     from .images import read_image, write_image
     from .restoration.restore import restore
 
-    _check_paths(args.input, args.output, args.force)
-    _check_image_extension(args.output, "restore")
+    _check_output(args.output, args.force, args.input)
+    _check_image_output(args.output, "restore")
     if (args.mask is not None) != (args.mode == "inpaint"):
         raise InputError("--mask goes with inpaint, and inpaint needs it")
     if args.factor is not None and args.mode != "sr":
         raise InputError("--factor goes with sr only")
     pixels = read_image(args.input)
+    _check_image_output(args.output, "restore", 1 if pixels.ndim == 2 else 3)
     mode = {"sr": "super-resolution"}.get(args.mode, args.mode)
     with _ProgressBar() as bar:
         restored = restore(pixels, mode, mask=_mask_argument(args.mask), factor=args.factor, preset=args.preset,
@@ -385,13 +508,17 @@ def _restore(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
+    with _naming(args.file):
+        _describe(args, _read_file(args.file))
+
+
+def _describe(args: argparse.Namespace, data: bytes) -> None:
+    """``info``'s output for a base model, a sequence or a .dip file."""
     from .decoder import info
+    from .transfer.basefile import BASE_MAGIC, base_from_bytes
     from .transfer.sequence import is_sequence, sequence_info
 
-    data = _read_bytes(args.file)
-    if data[:4] == b"DIPB":
-        from .transfer.basefile import base_from_bytes
-
+    if data[:len(BASE_MAGIC)] == BASE_MAGIC:
         base = base_from_bytes(data)
         details = {"base_id": base.name, "channels": list(base.network.channels),
                    "input_channels": base.network.input_channels, "parameters": base.network.parameter_count(),
@@ -481,8 +608,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"encode": _encode, "decode": _decode, "info": _info, "eval": _eval, "mask": _mask,
                "restore": _restore, "encode-seq": _encode_seq, "decode-seq": _decode_seq,
                "train-base": _train_base}[args.command]
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        # Warnings are printed as they come, so they precede a later error line (restored after the block).
+        warnings.showwarning = _warning_printer()
         try:
             handler(args)
             status = 0
@@ -500,14 +629,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"dipcodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
             status = 1
-    seen = set()
-    for w in caught:
-        message = str(w.message)
-        if not issubclass(w.category, DipcodecWarning) or message in seen:
-            continue
-        seen.add(message)
-        print(f"dipcodec: warning: {message}", file=sys.stderr)
     return status
+
+
+def _warning_printer() -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each DipcodecWarning once, as one line, when it is
+    issued (before a later error line, and without tearing a progress bar); others are dropped."""
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if not issubclass(category, DipcodecWarning) or text in seen:
+            return
+        seen.add(text)
+        if "tqdm" in sys.modules:  # a bar may be open: tqdm clears it, prints, and redraws it
+            sys.modules["tqdm"].tqdm.write(f"dipcodec: warning: {text}", file=sys.stderr)
+        else:
+            print(f"dipcodec: warning: {text}", file=sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

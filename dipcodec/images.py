@@ -6,7 +6,9 @@ one of those, with a warning whenever information is dropped (alpha, bits beyond
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
-__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic"]
+__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic", "output_target",
+           "image_format"]
 
 _GRAY_MODES = {"1", "L", "LA", "La"}
 
@@ -80,7 +83,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read any image Pillow can open; the first frame of an animation."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        # Only a regular file's size says anything: a pipe (/dev/stdin, <(cat x.png)) reports 0 bytes.
+        status = path.stat()
+        if stat.S_ISREG(status.st_mode) and status.st_size == 0:
             raise InputError(f"{path}: file is empty")
         with Image.open(path) as im:
             return _from_pil(im)
@@ -93,17 +98,40 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: cannot read image ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def output_target(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """The file that writing ``path`` replaces: the real file behind a symlink, so the link survives.
+
+    Checked before any slow work: it must not be a directory or a non-regular file (a FIFO, a
+    device: an atomic rename would replace it with a plain file), its folder must exist and be
+    writable, and an existing one is replaced only with ``force``.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode  # through links, /proc's too (/dev/stdout on a pipe: realpath cannot follow)
+    except OSError:  # nothing there yet (or no folder: see below)
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise InputError(f"{path} is a directory" if stat.S_ISDIR(mode) else
+                         f"{path} is not a regular file (dipcodec writes files only)")
+    target = Path(os.path.realpath(path))
+    if os.path.lexists(path) and not force:
+        raise InputError(f"{path} already exists (use --force to overwrite)")
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder if path.is_symlink() else path.parent} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write in folder {folder} (permission denied)")
+    return target
+
+
 def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place, so a crash or an
-    error never leaves a partial file; refuses to replace an existing file unless ``force``."""
+    error never leaves a partial file; refuses to replace an existing file unless ``force``. A
+    symlink is written through (see :func:`output_target`)."""
     path = Path(path)
-    if path.exists() and not force:
-        raise InputError(f"{path} already exists (use --force to overwrite)")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory")
-    directory = path.parent if str(path.parent) else Path(".")
+    target = output_target(path, force=force)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror}") from None
     try:
@@ -114,7 +142,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -123,17 +151,42 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -
         raise
 
 
-def write_image(path: str | os.PathLike, pixels: np.ndarray, *, force: bool = False) -> None:
-    """Save pixels in the format named by the extension (PNG, BMP, TIFF, WebP, JPEG ...), atomically."""
-    import io
+def _pillow_bytes(path: Path, pixels: np.ndarray, fmt: str) -> bytes:
+    """``pixels`` saved as ``fmt``; whatever Pillow raises becomes one readable line."""
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(pixels).save(buffer, format=fmt)
+    except (OSError, ValueError, KeyError) as exc:  # KeyError: a mode or option the plugin lacks
+        detail = "" if isinstance(exc, KeyError) else f" ({exc})"
+        kind = "grayscale" if pixels.ndim == 2 else "RGB"
+        raise InputError(f"{path}: Pillow cannot write {kind} images as {fmt}{detail}") from None
+    return buffer.getvalue()
 
+
+def image_format(path: str | os.PathLike, channels: int | None = None) -> str:
+    """The Pillow format ``path``'s extension names, refused before any slow work unless Pillow
+    can write it: for images of ``channels`` (1 or 3) channels, or if None, of one of the two.
+
+    A tiny test image is saved, since Pillow registers formats it only reads, stubs whose save
+    handler is not installed (.h5, .grib), and formats that take neither kind of pixels (.xbm).
+    """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt == "DIPCODEC":
         raise InputError(f"{path}: cannot tell the image format from the extension (use .png, .bmp, .tiff ...)")
-    buffer = io.BytesIO()
-    try:
-        Image.fromarray(pixels).save(buffer, format=fmt)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: cannot write as {fmt}: {exc}") from None
-    write_atomic(path, buffer.getvalue(), force=force)
+    if fmt not in Image.SAVE:
+        raise InputError(f"{path}: Pillow reads {fmt} images but cannot write them (use .png, .bmp, .tiff ...)")
+    refusals = []
+    for kind in (3, 1) if channels is None else (channels,):
+        try:
+            _pillow_bytes(path, np.zeros((8, 8, 3) if kind == 3 else (8, 8), np.uint8), fmt)
+            return fmt
+        except InputError as exc:
+            refusals.append(exc)
+    raise refusals[0]
+
+
+def write_image(path: str | os.PathLike, pixels: np.ndarray, *, force: bool = False) -> None:
+    """Save pixels in the format named by the extension (PNG, BMP, TIFF, WebP, JPEG ...), atomically."""
+    path = Path(path)
+    write_atomic(path, _pillow_bytes(path, pixels, image_format(path)), force=force)

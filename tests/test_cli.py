@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import re
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,10 +19,14 @@ import dipcodec
 from dipcodec.cli import main
 
 from conftest import make_image
+from test_images import full_disk  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 FAST = ["--preset", "fast"]
+DATA = Path(__file__).parent / "data"
+SEQUENCE, SEQUENCE_BASE = DATA / "golden-seq-v2.dips", DATA / "golden-base-v1.dipbase"
+"""A 3-frame 64x64 clip that decodes in a moment, and the base model its key frame needs."""
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -54,6 +63,41 @@ def dip_file(tmp_path_factory) -> Path:
     dst = directory / "in.dip"
     assert main(["encode", str(src), str(dst), "--bpp", "2", "--quiet", *FAST]) == 0
     return dst
+
+
+@pytest.fixture
+def no_slow_work(monkeypatch):
+    """Every fit, training and decode replaced by a failure (an internal error, exit 1): a command
+    that still ends with exit 2 refused its input up front."""
+
+    def slow(*args, **kwargs):
+        raise AssertionError("slow work started")
+
+    for module, name in [("dipcodec.encoder", "encode_detailed"), ("dipcodec.restoration.restore", "restore"),
+                         ("dipcodec.transfer.warmstart", "encode_sequence"), ("dipcodec.transfer.meta", "train_base"),
+                         ("dipcodec.decoder", "decode"), ("dipcodec.transfer.sequence", "decode_sequence")]:
+        monkeypatch.setattr(importlib.import_module(module), name, slow)
+
+
+@pytest.fixture
+def fake_fit(monkeypatch) -> list[np.ndarray]:
+    """The encoder's fit replaced by a stand-in that reports progress twice (0.15 s apart, so that a
+    progress bar draws the first report) and returns at once: for the CLI around the fit. Returns
+    the images it was given."""
+    import dipcodec.encoder
+
+    images = []
+
+    def encode_detailed(pixels, *, progress=None, **settings):
+        images.append(pixels)
+        if progress is not None:
+            progress(10, 20, 31.5)
+            time.sleep(0.15)
+            progress(20, 20, 31.5)
+        return SimpleNamespace(data=b"DIPC fake", pixels=pixels, psnr=31.5)
+
+    monkeypatch.setattr(dipcodec.encoder, "encode_detailed", encode_detailed)
+    return images
 
 
 # ---------------------------------------------------------------- the happy path
@@ -129,15 +173,14 @@ def test_version(capsys):
     assert out.strip() == f"dipcodec {dipcodec.__version__}"
 
 
-def test_progress_bar_and_summary_without_quiet(capsys, png, tmp_path):
+def test_summary_without_quiet_and_no_bar_when_stderr_is_not_a_terminal(capsys, png, tmp_path):
+    """`dipcodec encode ... 2> log`: the log gets the summary line, not the bar's \\r frames."""
     code, out, err = run(capsys, "encode", png, tmp_path / "x.dip", "--bpp", "2", *FAST)
     assert code == 0 and out == ""
-    assert "fitting" in err  # the progress bar
-    assert "PSNR" in err
-    summary = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "\r" not in err and "fitting" not in err
     size = (tmp_path / "x.dip").stat().st_size
-    assert summary.startswith(f"{tmp_path / 'x.dip'}: {size} bytes")
-    assert "PSNR" in summary and "dB" in summary
+    assert len(err.splitlines()) == 1 and err.startswith(f"{tmp_path / 'x.dip'}: {size} bytes")
+    assert "PSNR" in err and "dB" in err
 
 
 def test_rgba_input_warns_once_and_succeeds(capsys, tmp_path):
@@ -232,9 +275,11 @@ def test_decode_damaged_file_fails_cleanly(capsys, dip_file, tmp_path):
     dst = tmp_path / "out.png"
     code, out, err = run(capsys, "decode", bad, dst)
     assert code == 2 and out == ""
-    one_error_line(err)
+    assert one_error_line(err).startswith(f"dipcodec: error: {bad}: ")  # gzip's style: the file, then what is wrong
     assert not dst.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.dip"]
+    code, out, err = run(capsys, "info", bad)
+    assert code == 2 and out == "" and one_error_line(err).startswith(f"dipcodec: error: {bad}: ")
 
 
 @pytest.mark.parametrize("content", [b"", b"DIPC", b"not a dip file at all", None])
@@ -345,3 +390,279 @@ def test_a_reader_that_leaves_early_stops_the_output_quietly(monkeypatch, capsys
     monkeypatch.undo()
     assert code == 141
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- outputs that cannot be written, found before the work
+
+OUTPUT_SUFFIX = {"encode": ".dip", "decode": ".png", "restore": ".png", "mask": ".png", "encode-seq": ".dips",
+                 "train-base": ".dipbase"}
+
+
+def writing(command: str, out: Path, png: Path) -> list:
+    """A command line of ``command`` that writes ``out`` (train-base trains on ``png``'s folder)."""
+    return {"encode": ["encode", png, out, *FAST, "--quiet"],
+            "decode": ["decode", DATA / "golden-v3.dip", out],
+            "restore": ["restore", "denoise", png, out, *FAST, "--quiet"],
+            "mask": ["mask", "--subtitles", png, "-o", out],
+            "encode-seq": ["encode-seq", png, png, "-o", out, *FAST, "--quiet"],
+            "train-base": ["train-base", png.parent, "-o", out, "--quiet"]}[command]
+
+
+@pytest.mark.parametrize("command", OUTPUT_SUFFIX)
+def test_an_output_that_is_a_folder_is_refused_up_front(capsys, png, tmp_path, no_slow_work, command):
+    out = tmp_path / f"out{OUTPUT_SUFFIX[command]}"
+    out.mkdir()
+    code, _, err = run(capsys, *writing(command, out, png), "--force")
+    assert code == 2
+    line = one_error_line(err)
+    assert line == f"dipcodec: error: {out} is a directory"  # not "use --force": --force cannot help
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", OUTPUT_SUFFIX)
+def test_an_output_in_a_missing_folder_is_refused_up_front(capsys, png, tmp_path, no_slow_work, command):
+    out = tmp_path / "no" / "such" / f"out{OUTPUT_SUFFIX[command]}"
+    code, _, err = run(capsys, *writing(command, out, png))
+    assert code == 2 and f"folder {tmp_path / 'no' / 'such'} does not exist" in one_error_line(err)
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in read-only folders")
+@pytest.mark.parametrize("command", OUTPUT_SUFFIX)
+def test_an_output_in_a_read_only_folder_is_refused_up_front(capsys, png, tmp_path, no_slow_work, command):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        code, _, err = run(capsys, *writing(command, folder / f"out{OUTPUT_SUFFIX[command]}", png))
+    finally:
+        folder.chmod(0o755)
+    assert code == 2 and "permission denied" in one_error_line(err)
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["encode", "decode-seq"])
+def test_a_folder_the_system_will_not_let_us_write_is_refused_up_front(capsys, png, tmp_path, monkeypatch,
+                                                                       no_slow_work, command):
+    """The same through os.access, so that it is checked where the tests run as root too."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (Path(path).resolve() == folder.resolve()
+                                                                  and mode & os.W_OK) and access(path, mode, **kw))
+    argv = writing(command, folder / "out.dip", png) if command == "encode" else ["decode-seq", SEQUENCE, folder / "f"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"cannot write in folder {folder.resolve()} (permission denied)" in one_error_line(err)
+
+
+def test_output_onto_a_fifo_is_refused_up_front_even_with_force(capsys, tmp_path, no_slow_work):
+    """A FIFO (like /dev/stdout) would be replaced by a plain file."""
+    fifo = tmp_path / "out.png"
+    os.mkfifo(fifo)
+    code, _, err = run(capsys, "decode", DATA / "golden-v3.dip", fifo, "--force")
+    assert code == 2 and "not a regular file" in one_error_line(err)
+    assert fifo.is_fifo()
+
+
+def test_encode_writes_through_a_symlink(capsys, png, tmp_path, fake_fit):
+    target = tmp_path / "real.dip"
+    target.write_bytes(b"old")
+    (tmp_path / "link.dip").symlink_to(target)
+    code, _, err = run(capsys, "encode", png, tmp_path / "link.dip", "--quiet", "--force")
+    assert (code, err) == (0, "")
+    assert (tmp_path / "link.dip").is_symlink() and target.read_bytes() == b"DIPC fake"
+
+
+def test_a_pipe_is_an_input(capsys, tmp_path, fake_fit):
+    """`cat x.png | dipcodec encode /dev/stdin x.dip`: a pipe reports 0 bytes, and is read all the same."""
+    src = tmp_path / "in.png"
+    Image.fromarray(make_image(24, 32)).save(src)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, src.read_bytes())
+        os.close(write_end)
+        code, _, err = run(capsys, "encode", f"/dev/fd/{read_end}", tmp_path / "x.dip", "--quiet")
+    finally:
+        os.close(read_end)
+    assert (code, err) == (0, "")
+    assert len(fake_fit) == 1 and np.array_equal(fake_fit[0], make_image(24, 32))
+
+
+# ---------------------------------------------------------------- image formats Pillow cannot write
+
+
+@pytest.mark.parametrize("name", ["out.fits", "out.h5", "out.xbm"])
+@pytest.mark.parametrize("command", ["restore", "decode"])
+def test_an_image_format_pillow_cannot_write_is_refused_up_front(capsys, png, tmp_path, no_slow_work, command, name):
+    code, _, err = run(capsys, *writing(command, tmp_path / name, png))
+    assert code == 2
+    line = one_error_line(err)
+    assert line.startswith(f"dipcodec: error: {tmp_path / name}: Pillow") and "'" not in line  # no KeyError repr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+# ---------------------------------------------------------------- decode-seq's folder and frames
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def decode_seq(capsys, outdir: Path, *options: str) -> tuple[int, str, str]:
+    return run(capsys, "decode-seq", SEQUENCE, outdir, "--base", SEQUENCE_BASE, *options)
+
+
+def test_decode_seq_takes_the_format_with_or_without_a_dot(capsys, tmp_path):
+    code, _, err = decode_seq(capsys, tmp_path / "f", "--format", ".png")
+    assert (code, err) == (0, "")
+    assert listing(tmp_path / "f") == ["frame000.png", "frame001.png", "frame002.png"]
+    for i, pixels in enumerate(dipcodec.decode_sequence(SEQUENCE.read_bytes(), base=SEQUENCE_BASE)):
+        with Image.open(tmp_path / "f" / f"frame{i:03d}.png") as im:
+            assert np.array_equal(np.asarray(im), pixels)
+
+
+@pytest.mark.parametrize("fmt", ["xyz", "dip", "fits", "", "png/x"])
+def test_decode_seq_refuses_a_bad_format_before_making_the_folder(capsys, tmp_path, no_slow_work, fmt):
+    code, _, err = decode_seq(capsys, tmp_path / "f", "--format", fmt)
+    assert code == 2
+    one_error_line(err)
+    assert listing(tmp_path) == []
+
+
+def test_decode_seq_into_a_path_through_a_file_is_refused_up_front(capsys, tmp_path, no_slow_work):
+    (tmp_path / "file").write_text("x")
+    code, _, err = decode_seq(capsys, tmp_path / "file" / "frames")
+    assert code == 2 and "is not a folder" in one_error_line(err)
+
+
+def test_decode_seq_when_the_folder_cannot_be_made(capsys, tmp_path, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code, _, err = decode_seq(capsys, tmp_path / "f")
+    assert code == 2
+    assert one_error_line(err) == f"dipcodec: error: cannot make folder {tmp_path / 'f'}: Permission denied"
+
+
+def test_decode_seq_replaces_an_older_longer_clip_only_with_force(capsys, tmp_path):
+    out = tmp_path / "f"
+    out.mkdir()
+    (out / "frame007.png").write_bytes(b"an older, longer clip")
+    others = ["frame007.jpg", "frame007.png.txt", "frame07.png", "notes.txt"]  # not decode-seq's .png frames
+    for name in others:
+        (out / name).write_bytes(b"keep")
+    code, _, err = decode_seq(capsys, out)
+    assert code == 2 and "--force" in one_error_line(err)
+    assert listing(out) == sorted(["frame007.png", *others])
+    (out / "frame1000.png").write_bytes(b"an even longer clip")
+    code, _, err = decode_seq(capsys, out, "--force")
+    assert (code, err) == (0, "")
+    assert listing(out) == sorted(["frame000.png", "frame001.png", "frame002.png", *others])
+    assert all((out / name).read_bytes() == b"keep" for name in others)
+
+
+# ---------------------------------------------------------------- decode errors name the file
+
+
+def test_decode_of_a_sequence_says_to_use_decode_seq(capsys, tmp_path, no_slow_work):
+    code, _, err = run(capsys, "decode", SEQUENCE, tmp_path / "o.png")
+    assert code == 2 and one_error_line(err) == f"dipcodec: error: {SEQUENCE} is a sequence: use decode-seq"
+    code, _, err = run(capsys, "decode-seq", DATA / "golden-v3.dip", tmp_path / "f")
+    assert code == 2 and "use decode" in one_error_line(err)
+    assert listing(tmp_path) == []
+
+
+def test_a_missing_base_model_names_the_file_and_the_option(capsys, tmp_path):
+    code, _, err = run(capsys, "decode-seq", SEQUENCE, tmp_path / "f")
+    line = one_error_line(err)
+    assert code == 2 and line.startswith(f"dipcodec: error: {SEQUENCE}: ")
+    assert "64c9af4c3abcb906" in line and line.endswith("(give it with --base PATH)")
+    assert listing(tmp_path) == []  # no empty folder left behind
+
+
+def test_info_reads_a_sequence_larger_than_any_dip_file(capsys, monkeypatch, tmp_path):
+    """A .dips file holds up to MAX_SEQUENCE_BYTES; a .dip file no more than MAX_FILE_BYTES."""
+    import dipcodec.container
+
+    size = SEQUENCE.stat().st_size
+    monkeypatch.setattr(dipcodec.container, "MAX_FILE_BYTES", size - 1)  # larger than this, smaller than its frames
+    code, out, err = run(capsys, "info", SEQUENCE)
+    assert code == 0 and "3 frames" in out, err
+    big = tmp_path / "big.dip"
+    big.write_bytes(b"DIPC" + bytes(size))
+    code, _, err = run(capsys, "info", big)
+    assert code == 2 and "larger than any dipcodec file" in one_error_line(err)
+
+
+# ---------------------------------------------------------------- warnings, progress, help
+
+
+def test_warnings_come_before_the_error(capsys, tmp_path):
+    src = tmp_path / "rgba.png"
+    Image.fromarray(np.concatenate([make_image(24, 32), np.full((24, 32, 1), 100, np.uint8)], axis=2)).save(src)
+    code, _, err = run(capsys, "encode", src, tmp_path / "x.dip", "--device", "tpu", "--quiet", *FAST)
+    assert code == 2
+    warning, error = err.splitlines()
+    assert warning.startswith("dipcodec: warning: dropping the alpha channel")
+    assert error.startswith("dipcodec: error: ") and "tpu" in error
+
+
+def test_progress_bar_on_a_terminal(capsys, monkeypatch, png, tmp_path, fake_fit):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.dip")
+    assert code == 0 and "fitting" in err
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, PSNR 31\.50 dB\]", err), err  # tqdm's own ", " inside the brackets
+    assert "] ," not in err
+    assert err.replace("\r", "\n").strip().splitlines()[-1].startswith(f"{tmp_path / 'x.dip'}: 9 bytes")
+
+
+def test_encode_to_an_image_extension_warns(capsys, png, tmp_path, fake_fit):
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.png")
+    assert code == 0 and (tmp_path / "x.png").read_bytes() == b"DIPC fake"
+    warning, summary = err.splitlines()  # the warning first: it is issued before the fit
+    assert warning == (f"dipcodec: warning: {tmp_path / 'x.png'}: encode writes a .dip file, not a PNG image; "
+                       "name it x.dip")
+    assert summary.startswith(f"{tmp_path / 'x.png'}: 9 bytes")
+    code, _, err = run(capsys, "encode", png, tmp_path / "x.dip", "--quiet")
+    assert (code, err) == (0, "")
+
+
+def test_every_command_says_what_it_does(capsys):
+    from dipcodec.cli import _parser
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert list(commands) == ["encode", "decode", "info", "encode-seq", "decode-seq", "restore", "mask",
+                              "train-base", "eval"]
+    assert all(parser.description for parser in commands.values())
+    code, out, _ = run(capsys, "encode", "--help")
+    assert code == 0 and "minutes on a CPU" in " ".join(out.split())
+    code, out, _ = run(capsys, "info", "--help")
+    assert code == 0 and re.search(r"FILE\s+a \.dip, \.dips or \.dipbase file", out)
+
+
+# ---------------------------------------------------------------- train-base
+
+
+def test_train_base_arch_bound_is_the_encoders(capsys, png, tmp_path, monkeypatch, no_slow_work):
+    import dipcodec.encoder
+
+    monkeypatch.setattr(dipcodec.encoder, "MAX_WIDTH", 50)
+    code, _, err = run(capsys, "train-base", png.parent, "-o", tmp_path / "b.dipbase", "--arch", "60", "--quiet")
+    assert code == 2 and "--arch must be 4 to 50" in one_error_line(err)
+
+
+def test_train_base_that_cannot_save_fails_cleanly(capsys, png, tmp_path, monkeypatch, full_disk):
+    """A failure to write the base is one error line and exit 2, not an internal error; the
+    checkpoint survives for --resume."""
+    import dipcodec.transfer.meta
+    from dipcodec.transfer.basefile import load_base
+
+    def train_base(images, network, schedule, *, checkpoint, **settings):
+        checkpoint.write_bytes(b"checkpoint")
+        return load_base(SEQUENCE_BASE)
+
+    monkeypatch.setattr(dipcodec.transfer.meta, "train_base", train_base)
+    code, _, err = run(capsys, "train-base", png.parent, "-o", tmp_path / "b.dipbase", "--quiet")
+    assert code == 2 and "No space left on device" in one_error_line(err)
+    assert listing(tmp_path) == ["b.dipbase.partial", "in.png"]

@@ -257,14 +257,19 @@ def test_write_atomic_file_mode_follows_umask(tmp_path):
     assert (tmp_path / "m.bin").stat().st_mode & 0o777 == 0o640
 
 
-def test_write_atomic_cleans_up_when_the_rename_fails(tmp_path, monkeypatch):
-    target = tmp_path / "out.bin"
-    target.write_bytes(b"original")
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every rename fails, as on a full disk: the last step of an atomic write."""
 
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
+
+
+def test_write_atomic_cleans_up_when_the_rename_fails(tmp_path, monkeypatch, full_disk):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"original")
     with pytest.raises(InputError, match="No space left on device") as caught:
         write_atomic(target, b"new", force=True)
     assert "\n" not in str(caught.value)  # one line, for the CLI
@@ -328,3 +333,144 @@ def test_mode_i_image_in_8_bit_range_is_clipped_not_wrapped():
         out = as_array(im)
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert out[0, 0] == 0  # -5 clipped, not wrapped to 251
+
+
+# ---------------------------------------------------------------- pipes, links, devices, formats Pillow cannot write
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_read_image_from_a_pipe(tmp_path):
+    """`dipcodec encode /dev/stdin` or `<(cat x.png)`: a pipe's size reads 0, and is no reason to refuse it."""
+    img = make_image(12, 18)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, png_bytes(img))
+        os.close(write_end)
+        out = read_without_warnings(f"/dev/fd/{read_end}")
+    finally:
+        os.close(read_end)
+    assert np.array_equal(out, img)
+
+
+def test_write_atomic_writes_through_a_symlink(tmp_path):
+    target = tmp_path / "real.bin"
+    target.write_bytes(b"original")
+    (tmp_path / "link.bin").symlink_to(target)
+    with pytest.raises(InputError, match="exists"):
+        write_atomic(tmp_path / "link.bin", b"new")
+    write_atomic(tmp_path / "link.bin", b"new", force=True)
+    assert (tmp_path / "link.bin").is_symlink() and target.read_bytes() == b"new"
+    assert listing(tmp_path) == ["link.bin", "real.bin"]
+
+
+def test_write_atomic_through_a_symlink_into_another_folder(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link.bin").symlink_to(tmp_path / "elsewhere" / "real.bin")  # dangling: names a file to make
+    with pytest.raises(InputError, match="exists"):  # the name is taken, by the link
+        write_atomic(tmp_path / "link.bin", b"new")
+    write_atomic(tmp_path / "link.bin", b"new", force=True)
+    assert (tmp_path / "link.bin").is_symlink() and (tmp_path / "link.bin").read_bytes() == b"new"
+    assert listing(tmp_path / "elsewhere") == ["real.bin"]
+
+
+def test_write_atomic_refuses_a_fifo_even_with_force(tmp_path):
+    fifo = tmp_path / "out.bin"
+    os.mkfifo(fifo)
+    (tmp_path / "link.bin").symlink_to(fifo)
+    for path in (fifo, tmp_path / "link.bin"):
+        with pytest.raises(InputError, match="not a regular file") as caught:
+            write_atomic(path, b"new", force=True)
+        assert "\n" not in str(caught.value)
+    assert fifo.is_fifo() and listing(tmp_path) == ["link.bin", "out.bin"]
+
+
+def test_write_atomic_refuses_a_pipe_behind_a_proc_link():
+    """/dev/stdout when stdout is a pipe: a link to /proc/self/fd/1, a link realpath cannot follow."""
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(InputError, match="not a regular file"):
+            write_atomic(f"/dev/fd/{write_end}", b"new", force=True)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_write_atomic_refuses_a_directory_without_asking_for_force(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(InputError, match="is a directory") as caught:
+        write_atomic(tmp_path / "d", b"x")
+    assert "--force" not in str(caught.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in read-only folders")
+def test_write_atomic_into_a_read_only_folder_raises_input_error(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match="permission denied"):
+            write_atomic(folder / "out.bin", b"x")
+    finally:
+        folder.chmod(0o755)
+    assert listing(folder) == []
+
+
+@pytest.mark.parametrize("name, pillow_says", [("o.fits", "cannot write them"), ("o.h5", "not installed"),
+                                               ("o.xbm", "cannot write mode RGB")])
+def test_write_image_to_a_format_pillow_cannot_write_is_a_readable_error(tmp_path, name, pillow_says):
+    with pytest.raises(InputError, match=pillow_says) as caught:
+        write_image(tmp_path / name, make_image(8, 8))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / name}: Pillow") and "'" not in message  # no KeyError repr
+    assert listing(tmp_path) == []
+
+
+def test_write_image_turns_a_save_handler_key_error_into_a_readable_error(tmp_path, monkeypatch):
+    def broken(im, fp, filename):
+        raise KeyError(im.mode)  # what a plugin's table of modes raises for a mode it lacks
+
+    monkeypatch.setitem(Image.SAVE, "PNG", broken)
+    with pytest.raises(InputError, match="Pillow cannot write RGB images as PNG$"):
+        write_image(tmp_path / "o.png", make_image(8, 8))
+    assert listing(tmp_path) == []
+
+
+def test_image_format_checks_the_kind_of_pixels():
+    from dipcodec.images import image_format
+
+    assert image_format("o.qoi") == image_format("o.qoi", 3) == "QOI"
+    with pytest.raises(InputError, match="grayscale images as QOI"):
+        image_format("o.qoi", 1)
+    assert image_format("o.PNG", 1) == "PNG"
+
+
+# ---------------------------------------------------------------- base model files are written atomically too
+
+
+GOLDEN_BASE = Path(__file__).parent / "data" / "golden-base-v1.dipbase"
+
+
+def test_save_base_failing_leaves_the_old_file_and_no_temporary(tmp_path, full_disk):
+    from dipcodec.transfer.basefile import load_base, save_base
+
+    target = tmp_path / "b.dipbase"
+    target.write_bytes(b"original")
+    with pytest.raises(InputError, match="No space left on device"):
+        save_base(load_base(GOLDEN_BASE), target)
+    assert target.read_bytes() == b"original" and listing(tmp_path) == ["b.dipbase"]
+
+
+def test_save_base_overwrites_unless_told_not_to(tmp_path):
+    from dipcodec.transfer.basefile import load_base, save_base
+
+    target = tmp_path / "b.dipbase"
+    target.write_bytes(b"original")
+    with pytest.raises(InputError, match="exists"):
+        save_base(load_base(GOLDEN_BASE), target, force=False)
+    save_base(load_base(GOLDEN_BASE), target)
+    assert target.read_bytes() == GOLDEN_BASE.read_bytes() and listing(tmp_path) == ["b.dipbase"]

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, network_bytes, parse_network, varint
 from ..errors import DecodeError, InputError
+from ..images import write_atomic
 from ..network import NetworkConfig
 
 __all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id",
@@ -125,12 +126,11 @@ def load_base(path: str | os.PathLike) -> BaseModel:
         raise InputError(f"{path}: {exc}") from None
 
 
-def save_base(base: BaseModel, path: str | os.PathLike) -> None:
-    """Write a ``.dipbase`` file atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(base_to_bytes(base))
-    os.replace(tmp, path)
+def save_base(base: BaseModel, path: str | os.PathLike, *, force: bool = True) -> None:
+    """Write a ``.dipbase`` file atomically with :func:`dipcodec.images.write_atomic` (a unique
+    temporary file, synced, renamed into place; a failure is a one-line InputError). An existing
+    file is replaced unless ``force`` is False: by default, since training rewrites its checkpoint."""
+    write_atomic(path, base_to_bytes(base), force=force)
 
 
 @functools.cache
