@@ -386,8 +386,11 @@ def _frame_files(folder: Path, extension: str) -> list[Path]:
 
 
 def _decode_seq(args: argparse.Namespace) -> None:
+    import shutil
+    import tempfile
+
     from .images import output_target, write_image
-    from .transfer.sequence import decode_sequence, sequence_info
+    from .transfer.sequence import iter_sequence, sequence_info
 
     extension = args.format.removeprefix(".")
     if not extension.isalnum():
@@ -409,13 +412,25 @@ def _decode_seq(args: argparse.Namespace) -> None:
         for name in names:
             if os.path.lexists(name):
                 output_target(name, force=True)  # a folder or a device of that name is refused
-        frames = decode_sequence(data, device=args.device, base=args.base)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot make folder {outdir}: {exc.strerror or exc}") from None
-    for name, pixels in zip(names, frames):
-        write_image(name, pixels, force=True)
+        made = not outdir.exists()
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=".decode-seq-", dir=outdir))
+        except OSError as exc:
+            raise InputError(f"cannot make folder {outdir}: {exc.strerror or exc}") from None
+        # Frames stream through a hidden folder (a long clip needs the memory of one frame) and move
+        # into place only when every frame has decoded: a damaged frame leaves no partial clip.
+        try:
+            for name, pixels in zip(names, iter_sequence(data, device=args.device, base=args.base)):
+                write_image(partial / name.name, pixels, force=True)
+            for name in names:
+                os.replace(partial / name.name, name)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            if made:
+                shutil.rmtree(outdir, ignore_errors=True)
+            raise
+        partial.rmdir()
     for stale in old:
         if stale not in names and stale.is_file():
             try:

@@ -545,6 +545,30 @@ def test_decode_seq_when_the_folder_cannot_be_made(capsys, tmp_path, monkeypatch
     assert one_error_line(err) == f"dipcodec: error: cannot make folder {tmp_path / 'f'}: Permission denied"
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_decode_seq_that_fails_mid_clip_leaves_no_frames(capsys, tmp_path, monkeypatch, existing):
+    """Frames stream to a hidden folder and move into place only once all have decoded."""
+    from dipcodec.errors import DecodeError
+    from dipcodec.transfer import sequence
+
+    real = sequence.iter_sequence
+
+    def fails_at_the_third_frame(*args, **kwargs):
+        frames = real(*args, **kwargs)
+        yield next(frames)
+        yield next(frames)
+        raise DecodeError("frame 2: damaged")
+
+    monkeypatch.setattr(sequence, "iter_sequence", fails_at_the_third_frame)
+    out = tmp_path / "f"
+    if existing:
+        out.mkdir()
+        (out / "notes.txt").write_text("keep")
+    code, _, err = decode_seq(capsys, out)
+    assert code == 2 and one_error_line(err).endswith("frame 2: damaged")
+    assert (listing(out) == ["notes.txt"]) if existing else not out.exists()
+
+
 def test_decode_seq_replaces_an_older_longer_clip_only_with_force(capsys, tmp_path):
     out = tmp_path / "f"
     out.mkdir()
