@@ -45,6 +45,12 @@ def _from_pil(im: Image.Image) -> np.ndarray:
         warn("dropping the alpha channel: dipcodec codes grayscale or RGB")
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(im).astype(np.float64)
+        if mode == "F":
+            if not np.all(np.isfinite(values)):
+                raise InputError("the image holds values that are not finite numbers")
+            if values.size and 0 <= values.min() and values.max() <= 1:  # a float image scaled to [0, 1]
+                warn("reading a floating-point image in [0, 1] as 0 to 255")
+                values = values * 255
         if mode.startswith("I;16") or sixteen_bit or (mode == "I" and values.max(initial=0) > 255):
             warn("reducing a 16-bit image to 8 bits")
             values = values / 257.0

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from dipcodec import DipcodecWarning, InputError
-from dipcodec.images import read_image, write_atomic, write_image
+from dipcodec.images import as_array, read_image, write_atomic, write_image
 
 from conftest import make_image
 
@@ -474,3 +474,17 @@ def test_save_base_overwrites_unless_told_not_to(tmp_path):
         save_base(load_base(GOLDEN_BASE), target, force=False)
     save_base(load_base(GOLDEN_BASE), target)
     assert target.read_bytes() == GOLDEN_BASE.read_bytes() and listing(tmp_path) == ["b.dipbase"]
+
+
+def test_a_floating_point_image_in_0_1_is_scaled_and_one_that_is_not_finite_refused(tmp_path):
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    path = tmp_path / "f.tif"
+    Image.fromarray(ramp, "F").save(path)
+    with pytest.warns(DipcodecWarning, match=r"\[0, 1\]"):
+        pixels = read_image(path)
+    np.testing.assert_array_equal(pixels, np.rint(ramp.astype(np.float64) * 255).astype(np.uint8))
+    wide = ramp * np.float32(200)  # a float image on 0-255 is taken as it is
+    np.testing.assert_array_equal(as_array(Image.fromarray(wide, "F")), np.rint(wide).astype(np.uint8))
+    ramp[3, 3] = np.nan
+    with pytest.raises(InputError, match="not finite"):
+        as_array(Image.fromarray(ramp, "F"))
