@@ -14,9 +14,10 @@ import dipcodec
 from conftest import make_image, psnr
 from dipcodec.cli import main
 from dipcodec.container import MAX_SIDE, unpack
+from dipcodec.downsample import downsample
 from dipcodec.encoder import PRESETS
 from dipcodec.errors import DecodeError, InputError
-from dipcodec.restoration.downsample import back_project, downsample
+from dipcodec.restoration.back_projection import back_project
 from dipcodec.restoration.modes import Restoration, noise_level
 
 pytestmark = pytest.mark.usefixtures("single_thread")

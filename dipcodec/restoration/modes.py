@@ -17,8 +17,8 @@ import torch
 from ..container import MAX_SCALE, MAX_SIDE
 from ..errors import InputError, warn
 from ..fit import DEFAULT_BETA2, FitSchedule, Loss, image_mse
+from ..downsample import lanczos_matrix
 from ..network import NetworkPurpose
-from .downsample import lanczos_matrix
 
 __all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "PURPOSES", "purpose_of",
            "INPUT_JITTER", "AVERAGE_DECAY", "noise_level"]

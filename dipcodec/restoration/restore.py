@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
 from ..network import NetworkConfig, Upsample, reference_weights
-from .downsample import back_project
+from .back_projection import back_project
 from .modes import AVERAGE_DECAY, Restoration, RestorationMode, noise_level, restoration_for
 from .wiener import wiener_refine
 
