@@ -276,7 +276,7 @@ def test_fit_stops_at_the_given_mse_and_can_return_an_average():
     ("super-resolution", 64, 64), ("super-resolution", 25, 25), ("super-resolution", 100, 150)])
 def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, width):
     from dipcodec.container import check_network_limits
-    from dipcodec.encoder import BITS_PER_WEIGHT, choose_network
+    from dipcodec.layout import BITS_PER_WEIGHT, choose_network
     from dipcodec.restoration.restore import RESTORE_WIDTH, restore_network
 
     restoration = Restoration(mode, scale=4 if mode == "super-resolution" else 1)

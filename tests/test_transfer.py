@@ -176,7 +176,8 @@ def test_a_base_for_other_images_is_refused(tiny_base):
 
 @pytest.mark.parametrize("purpose", ["compress", "restore"])
 def test_default_base_is_a_shipped_base_close_to_the_affordable_width(purpose):
-    from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network, network_layout
+    from dipcodec.encoder import base_start
+    from dipcodec.layout import BITS_PER_WEIGHT, choose_network, network_layout
     from dipcodec.transfer.basefile import shipped_bases
 
     layout = network_layout(512, 768, 3, purpose=purpose)

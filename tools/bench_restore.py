@@ -38,9 +38,9 @@ import torch
 from PIL import Image
 
 import dipcodec
-from dipcodec.encoder import MAX_WIDTH
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.run import load_rgb, parse_images
+from dipcodec.layout import MAX_WIDTH
 from dipcodec.restoration import modes
 from dipcodec.restoration import restore as restore_module
 from dipcodec.restoration.back_projection import back_project

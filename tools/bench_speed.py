@@ -45,9 +45,9 @@ import torch.nn.functional as F
 
 from dipcodec import fused, network
 from dipcodec.decoder import resolve_device
-from dipcodec.encoder import (FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, network_layout,
-                              stretched_schedule)
+from dipcodec.encoder import FIT_FILTER_TAPS, PRESETS, iteration_cost, stretched_schedule
 from dipcodec.fit import CanvasMSE, FilteredMSE, Objective, image_mse, objective
+from dipcodec.layout import choose_network, network_layout
 from dipcodec.network import Generator, NetworkConfig, NetworkPurpose, fixed_input, full_float32, reference_weights
 from dipcodec.postfilter import PostFilter
 from dipcodec.restoration.restore import INPAINT_ITERATIONS, RESTORE_FITS, RESTORE_WIDTH
