@@ -27,7 +27,9 @@ from .images import as_array
 from .layout import choose_network, network_layout
 from .network import (CanvasOffset, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, full_float32,
                       reference_weights, roll_canvas)
-from .postfilter import PostFilter, activity, classify, normal_equations, solve_post_filter
+from .postfilter import PostFilter
+from .postfilter_fit import (GRID_DB_PER_OCTAVE, choose_post_filter, fit_filter_for, pixel_mse, post_filter_candidates,
+                             tuning_filter_for)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
 from .restoration.modes import Restoration, purpose_of, restoration_for
 
@@ -35,9 +37,8 @@ if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "iteration_cost",
-           "stretched_schedule", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
-           "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "choose_post_filter", "post_filter_candidates",
-           "POST_FILTER_TAPS", "POST_FILTER_CLASSES", "POST_FILTER_PRECISION"]
+           "stretched_schedule", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start",
+           "code_image", "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base"]
 
 Preset = Literal["fast", "default", "best"]
 PRESET_COST = 726.6
@@ -85,8 +86,8 @@ FIT_FILTER_MIN_BYTES = 8192
 draws a worse image without it, and in a small file the filter's section (some 400 bytes for 5x5
 taps and 4 phases) may not pay for itself: a guess, not measured below Kodak's 12 kB at 0.25 bpp."""
 FILTERED_COST = 200.0
-"""What training through the post-filter (FIT_FILTER_TAPS on the unshuffled planes) adds to an
-iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
+"""What training through the post-filter (``postfilter_fit.FIT_FILTER_TAPS`` on the unshuffled planes) adds
+to an iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
 0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered``, reference machine) when the planes' borders
 were repeated, about 20 more since they are mirrored, and the rest pays for the filter's solves
 (0.2 s each, four or five a ``fast`` fit). Measured again with the compiled steps of
@@ -109,32 +110,6 @@ RATE_HEADROOM = 0.99
 little, and a file pushed over the target must move to a coarser grid its weights were not tuned for."""
 MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
-GRID_DB_PER_OCTAVE = 1.0
-"""What halving a file's bytes is worth, in dB, when the encoder picks one of several fixed grids (a
-sequence's later frames) or weighs a post-filter's section against its gain: about the slope of this codec's own rate-distortion curve at the ``fast``
-preset (dog frame 1 gains 1.2 dB from 13 to 26 kB, camel frame 1 0.8 dB from 10 to 20 kB)."""
-POST_FILTER_TAPS = (3, 5, 7)
-"""The post-filter sizes the encoder weighs against none at all (kodak6 at ``fast``: 3x3 took the
-BD-rate against JPEG from +29.3% to +21.5%, 5x5 to +17.0%, 7x7 to +16.3%; BENCHMARKS.md)."""
-POST_FILTER_PRECISION = 6
-"""Coefficients in units of 2^-6. Rounded all at once, 2^-6 cost a filter too much (kodak6 at ``fast``,
-BD-rate against JPEG +22.5% where 2^-8 gave +17.0%); rounded one at a time, each rounding's error
-re-solved into the rest (``postfilter._rounded_codes``), 2^-6 stays within 0.01 dB of 2^-8, its
-section a fifth smaller (kodak6 at ``fast``: BENCHMARKS.md, "Post-filter coefficients rounded one at a
-time")."""
-POST_FILTER_CLASSES = ((1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4))
-"""The (phases, activity bands) each size is tried with. Bands split the pixels at the quartiles
-(or the median) of their activity, so every classification is a merger of the finest one and one
-pass of normal equations serves them all. Every kodak6 file at ``fast`` chose classes and gained,
-+0.04 to +0.34 dB at the same size (BENCHMARKS.md, "Post-filters by class")."""
-MIN_CLASS_PIXELS = 4
-"""A filter with classes needs at least this many pixels per coefficient in each class."""
-FIT_FILTER_TAPS = 5
-"""The post-filter the float fit trains through (``FitSchedule.filtered_share``): 5x5 taps, one
-filter per phase of the pixel shuffle, solved for the network's image every ``refilter_every``
-iterations. It is cheap to train through on the unshuffled planes (3x3 kernels there) and corrects
-what the shuffle leaves; the file's own filter is chosen after the fit, as before."""
-
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
 
@@ -378,7 +353,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             image = _as_pixels(fitted.output())
             candidates = post_filter_candidates(image, pixels)
             coder.post_filter = choose_post_filter(image, pixels, len(coder.pack_codes(codes)), candidates=candidates)
-            coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
+            coder.tuning_filter = tuning_filter_for(coder.post_filter, candidates)
         # Tuned through the filter, the rounded network makes the image the filter corrects best
         # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
         loss_fn = fitted.on_canvas(FilteredMSE.of(coder.tuning_filter)) if coder.tuning_filter else quant_loss
@@ -429,7 +404,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             data = coder.pack_codes(codes)
         if coder.post_filter is not None:
             decoded = coder.post_filter.apply(decoded)
-        mse = _pixel_mse(decoded, pixels) / 255**2
+        mse = pixel_mse(decoded, pixels) / 255**2
     else:
         with torch.no_grad():
             mse = fitted.image_loss(_as_tensor(decoded, device), fitted.target).item()
@@ -470,101 +445,12 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
 
     def rounded_mse(post_filter: PostFilter | None) -> float:
         decoded = fitted.render(coder.dequantized(options[post_filter]))
-        return _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
+        return pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
 
     # Ties keep the first option, no filter; with no other option there is nothing to render.
     coder.post_filter = min(options, key=rounded_mse) if len(options) > 1 else None
-    coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
+    coder.tuning_filter = tuning_filter_for(coder.post_filter, candidates)
     return options[coder.post_filter]
-
-
-def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes: int, *,
-                       max_bytes: int | None = None, fixed_total: bool = False,
-                       also: tuple[PostFilter, ...] = (),
-                       candidates: list[tuple[PostFilter, float]] | None = None) -> PostFilter | None:
-    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, or of
-    ``candidates``, some of :func:`post_filter_candidates` for these images, or ``also``) whose
-    filtered image scores best in PSNR less
-    GRID_DB_PER_OCTAVE per doubling of the file's bytes (``network_bytes`` plus its section), with
-    the file at most ``max_bytes``. With ``fixed_total`` the file is ``network_bytes`` in all, and
-    the score is PSNR plus GRID_DB_PER_OCTAVE per doubling of the bytes the section leaves the
-    network (a section of half the file or more is never chosen). The candidates are ranked on the
-    error their normal equations predict; the best of them, ``also`` and no filter at all are then
-    scored on the images they really make. None when no filter pays for its bytes."""
-    if network_bytes < 1:
-        raise ValueError("network_bytes must be positive")
-
-    def score(post_filter: PostFilter | None, mse: float) -> float:
-        section = len(post_filter_section(post_filter)) if post_filter else 0
-        if fixed_total and section >= network_bytes / 2:
-            return -math.inf
-        if max_bytes is not None and not fixed_total and network_bytes + section > max_bytes:
-            return -math.inf
-        quality = psnr_from_mse(max(mse, 1e-10) / 255**2)
-        if fixed_total:
-            return quality + GRID_DB_PER_OCTAVE * math.log2(network_bytes - section)
-        return quality - GRID_DB_PER_OCTAVE * math.log2(network_bytes + section)
-
-    def measured(post_filter: PostFilter | None) -> float:
-        return score(post_filter, _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, original))
-
-    if candidates is None:
-        candidates = post_filter_candidates(decoded, original)
-    ranked, _ = max(candidates, key=lambda candidate: score(*candidate))
-    return max([None, ranked, *also], key=measured)  # ties, and a file over max_bytes in any case, keep None
-
-
-def post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[tuple[PostFilter, float]]:
-    """Every filter of POST_FILTER_TAPS and POST_FILTER_CLASSES that ``decoded`` has the pixels for,
-    with the mean squared error (in levels) its normal equations predict, the decoder's rounding
-    (1/12 of a level squared) included."""
-    widest = max(POST_FILTER_TAPS)
-    ordered = np.sort(activity(decoded).ravel())
-    quartiles = tuple(int(ordered[len(ordered) * q // 4]) for q in (1, 2, 3))
-    finest = normal_equations(decoded, original, widest, classify(decoded, 4, quartiles), 4 * 4)
-    candidates = []
-    for phases, bands in POST_FILTER_CLASSES:
-        step = 4 // bands
-        thresholds = quartiles[step - 1 :: step][: bands - 1]
-        if thresholds and (thresholds[0] < 1 or len(set(thresholds)) < len(thresholds)):
-            continue  # ties in the activity: these bands would not split the pixels
-        groups = [(phase if phases == 4 else 0) * bands + band // step for phase in range(4) for band in range(4)]
-        systems = finest.merged(np.array(groups), phases * bands)
-        for taps in POST_FILTER_TAPS:
-            if phases * bands > 1 and systems.pixels().min() < MIN_CLASS_PIXELS * (taps * taps + 1):
-                continue
-            post_filter = solve_post_filter(systems, taps, POST_FILTER_PRECISION, phases=phases, thresholds=thresholds)
-            candidates.append((post_filter, systems.squared_error(post_filter) / decoded.size + 1 / 12))
-    return candidates
-
-
-def _tuning_filter(post_filter: PostFilter | None,
-                   candidates: list[tuple[PostFilter, float]]) -> PostFilter | None:
-    """The filter the quantization-aware phase tunes the network through: the post-filter itself, or
-    for one with activity bands, the candidate of its size and phases without them (the bands would
-    change with the image at every step)."""
-    if post_filter is None or not post_filter.thresholds:
-        return post_filter
-    return next(f for f, _ in candidates if not f.thresholds and f.taps == post_filter.taps
-                and f.phases == post_filter.phases)
-
-
-def _fit_filter(image: np.ndarray, original: np.ndarray) -> PostFilter | None:
-    """The filter of FIT_FILTER_TAPS the float fit trains through, solved for its image: with 4
-    phases, or one where the image is too small for them, or None where it is too small for one."""
-    pixels_per_filter = MIN_CLASS_PIXELS * (FIT_FILTER_TAPS**2 + 1)
-    if min(image.shape[:2]) <= FIT_FILTER_TAPS // 2 or image.shape[0] * image.shape[1] < pixels_per_filter:
-        return None
-    systems = normal_equations(image, original, FIT_FILTER_TAPS, classify(image, 4, ()), 4)
-    phases = 4 if systems.pixels().min() >= pixels_per_filter else 1
-    if phases == 1:
-        systems = systems.merged(np.zeros(4, np.int64), 1)
-    return solve_post_filter(systems, FIT_FILTER_TAPS, POST_FILTER_PRECISION, phases=phases)
-
-
-def _pixel_mse(image: np.ndarray, original: np.ndarray) -> float:
-    """Mean squared error of two uint8 images, on 0-255."""
-    return float(np.mean((image.astype(np.float64) - original) ** 2))
 
 
 def _as_pixels(image: torch.Tensor) -> np.ndarray:
@@ -626,9 +512,9 @@ class FittedNetwork:
         return fitted
 
     def through_post_filter(self) -> Loss:
-        """The fit's loss through the filter (:func:`_fit_filter`) solved for the network's image now;
-        the plain loss where the image is too small for one."""
-        post_filter = _fit_filter(_as_pixels(self.output()), self.pixels)
+        """The fit's loss through the filter (:func:`~.postfilter_fit.fit_filter_for`) solved for the
+        network's image now; the plain loss where the image is too small for one."""
+        post_filter = fit_filter_for(_as_pixels(self.output()), self.pixels)
         return self.loss_fn if post_filter is None else self.on_canvas(FilteredMSE.of(post_filter))
 
     def on_canvas(self, loss_fn: Loss) -> Loss:

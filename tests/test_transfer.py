@@ -307,7 +307,7 @@ def test_warm_started_frames_cost_fewer_bits(sequence):
 
 def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence, monkeypatch):
     from dipcodec.container import section_sizes, unpack
-    from dipcodec.encoder import GRID_DB_PER_OCTAVE
+    from dipcodec.postfilter_fit import GRID_DB_PER_OCTAVE
     from dipcodec.transfer import warmstart
     from dipcodec.transfer.warmstart import WARM_GRID_COARSENINGS, warm_grids
 
