@@ -12,12 +12,12 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
 
-from .container import Bitstream, Reference, check_network_limits, pack, post_filter_section
+from .container import Bitstream, Mode, Reference, check_network_limits, pack, post_filter_section
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
@@ -31,14 +31,13 @@ from .postfilter import PostFilter
 from .postfilter_fit import (GRID_DB_PER_OCTAVE, choose_post_filter, fit_filter_for, pixel_mse, post_filter_candidates,
                              tuning_filter_for)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
-from .restoration.modes import Restoration, purpose_of, restoration_for
 
 if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "iteration_cost",
            "stretched_schedule", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start",
-           "code_image", "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base"]
+           "code_image", "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "RestorationSpec"]
 
 Preset = Literal["fast", "default", "best"]
 PRESET_COST = 726.6
@@ -110,8 +109,41 @@ RATE_HEADROOM = 0.99
 little, and a file pushed over the target must move to a coarser grid its weights were not tuned for."""
 MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
+
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
+
+
+@runtime_checkable
+class RestorationSpec(Protocol):
+    """What the encoder asks of a restoration (``restoration.modes.Restoration`` is one), so that it
+    needs to know nothing of the modes themselves: the network it fits (``purpose``) at what output
+    size, under which loss and schedule, and the ``mode`` and ``scale`` its file records."""
+
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def scale(self) -> int: ...
+
+    @property
+    def purpose(self) -> NetworkPurpose: ...
+
+    def check(self, pixels: np.ndarray) -> None:
+        """Refuse, with a one-line reason, an image the restoration cannot apply to."""
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]: ...
+
+    def loss(self, target: torch.Tensor) -> Loss:
+        """The fit's loss against ``target`` (the input image as an N x C x H x W tensor)."""
+
+    def schedule(self, base: FitSchedule, pixels: np.ndarray) -> FitSchedule:
+        """The fit's schedule, given the preset's."""
+
+
+def _purpose(restoration: RestorationSpec | None) -> NetworkPurpose:
+    """The network a fit with this restoration (or None: plain coding) needs."""
+    return restoration.purpose if restoration else "compress"
 
 
 @dataclass(frozen=True)
@@ -283,7 +315,7 @@ def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_
 
 def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
                     seed: int = 0, device: str = "cpu", progress: Progress | None = None,
-                    restoration: Restoration | None = None, base: BaseChoice = DEFAULT_BASE) -> EncodeResult:
+                    restoration: RestorationSpec | None = None, base: BaseChoice = DEFAULT_BASE) -> EncodeResult:
     """:func:`encode`, also returning the decoded pixels and weights and the PSNRs measured on the way.
 
     With a ``restoration`` the network is fitted under its loss (known pixels, or through the
@@ -297,7 +329,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
     start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
-                       purpose=purpose_of(restoration), preset=preset)
+                       purpose=_purpose(restoration), preset=preset)
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
 
@@ -319,7 +351,7 @@ def check_settings(bpp: float | None, quality: float | None, preset: str, seed: 
 @full_float32()
 def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | None, schedule: FitSchedule,
                seed: int, device: torch.device, progress: Progress | None = None,
-               restoration: Restoration | None = None, start: Start | None = None) -> EncodeResult:
+               restoration: RestorationSpec | None = None, start: Start | None = None) -> EncodeResult:
     """Fit, quantize and pack one image. ``network_bpp`` sizes the network (unless ``start`` brings
     one); ``target_bpp`` is the rate to meet, or None for the fixed fineness of ``--quality`` (or the
     best of the grids ``start`` offers, :func:`_best_grid`)."""
@@ -469,13 +501,13 @@ class FittedNetwork:
     """The float fit of a network to an image (or, with a restoration, to what is known of it)."""
 
     def __init__(self, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
-                 restoration: Restoration | None, start: Start | None = None) -> None:
+                 restoration: RestorationSpec | None, start: Start | None = None) -> None:
         height, width = pixels.shape[:2]
         self.size = restoration.output_size(height, width) if restoration else (height, width)
         channels = 1 if pixels.ndim == 2 else 3
         if start is None:
             self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
-                                         purpose=purpose_of(restoration))
+                                         purpose=_purpose(restoration))
             self.reference = reference_weights(self.config, seed)
         else:
             self.config, self.reference = start.network, [w.copy() for w in start.weights]
@@ -500,7 +532,7 @@ class FittedNetwork:
 
     @classmethod
     def fit(cls, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
-            restoration: Restoration | None = None, progress: Progress | None = None,
+            restoration: RestorationSpec | None = None, progress: Progress | None = None,
             start: Start | None = None) -> "FittedNetwork":
         """Size a network for ``bpp`` bits per (output) pixel (or take ``start``'s) and fit it in float."""
         fitted = cls(pixels, bpp, schedule, seed, device, restoration, start)
@@ -550,6 +582,11 @@ def encode(image, *, bpp: float | None = None, quality: float | None = None, pre
     or a :class:`~dipcodec.transfer.basefile.BaseModel`; a file coded from a base needs it to decode.
     """
     pixels = as_array(image)
-    restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)
+    restoration = None
+    if mask is not None or sr is not None or denoise:
+        # Only a restoration loads the restoration package: plain coding stays within the core.
+        from .restoration.modes import restoration_for
+
+        restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)
     return encode_detailed(pixels, bpp=bpp, quality=quality, preset=preset, seed=seed, device=device,
                            progress=progress, restoration=restoration, base=base).data

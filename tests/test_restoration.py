@@ -101,6 +101,18 @@ def test_restoration_settings_are_checked():
         dipcodec.encode(make_image(16, 16), sr=2, denoise=True)
 
 
+def test_the_encoder_knows_restorations_only_by_what_it_asks_of_them():
+    from dipcodec.encoder import RestorationSpec
+
+    for restoration in (Restoration("inpaint", mask=_hole(16, 16)), Restoration("super-resolution", scale=2),
+                        Restoration("denoise")):
+        assert isinstance(restoration, RestorationSpec)
+    code = "import dipcodec.encoder, sys; print(sorted(m for m in sys.modules if m.startswith('dipcodec.restoration')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # plain coding loads no restoration code
+
+
 # ---------------------------------------------------------------- inpainting
 
 
