@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .container import Bitstream, section_sizes, unpack
+from .downsample import downsample
 from .entropy import decode_symbols
 from .errors import DecodeError, InputError
 from .network import CanvasOffset, Generator, NetworkConfig, fixed_input, full_float32, reference_weights, roll_canvas
@@ -109,8 +110,6 @@ def render_stream(stream: Bitstream, weights: list[np.ndarray], device: torch.de
     if stream.post_filter is not None:
         pixels = stream.post_filter.apply(pixels)
     if scale == "native" and stream.scale > 1:
-        from .restoration.downsample import downsample
-
         planes = pixels.reshape(height, width, -1)
         small = np.stack([downsample(torch.from_numpy(planes[..., c].astype(np.float32))[None, None], stream.scale)
                           [0, 0].clamp(0, 255).round().to(torch.uint8).numpy() for c in range(planes.shape[2])], -1)

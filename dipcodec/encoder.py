@@ -12,32 +12,32 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
 
-from .container import MAX_ACTIVATION_RATIO, Bitstream, Reference, check_network_limits, pack, post_filter_section
+from .container import Bitstream, Mode, Reference, check_network_limits, pack, post_filter_section
 from .decoder import render, resolve_device
 from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
 from .fit import (CanvasMSE, FilteredMSE, FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse,
                   quantization_aware_fit, rounding_sensitivities)
 from .images import as_array
-from .network import (Activation, CanvasOffset, Generator, NetworkConfig, NetworkPurpose, Upsample, decode_cost,
-                      fixed_input, full_float32, reference_weights, roll_canvas)
-from .postfilter import PostFilter, activity, classify, normal_equations, solve_post_filter
+from .layout import choose_network, network_layout
+from .network import (CanvasOffset, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, full_float32,
+                      reference_weights, roll_canvas)
+from .postfilter import PostFilter
+from .postfilter_fit import (GRID_DB_PER_OCTAVE, choose_post_filter, fit_filter_for, pixel_mse, post_filter_candidates,
+                             tuning_filter_for)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
-from .restoration.modes import Restoration, purpose_of, restoration_for
 
 if TYPE_CHECKING:
     from .transfer.basefile import BaseModel
 
-__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp",
-           "choose_network", "widest_network", "network_layout", "iteration_cost", "stretched_schedule",
-           "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start", "code_image",
-           "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "choose_post_filter", "post_filter_candidates",
-           "POST_FILTER_TAPS", "POST_FILTER_CLASSES", "POST_FILTER_PRECISION"]
+__all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "iteration_cost",
+           "stretched_schedule", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start",
+           "code_image", "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "RestorationSpec"]
 
 Preset = Literal["fast", "default", "best"]
 PRESET_COST = 726.6
@@ -85,8 +85,8 @@ FIT_FILTER_MIN_BYTES = 8192
 draws a worse image without it, and in a small file the filter's section (some 400 bytes for 5x5
 taps and 4 phases) may not pay for itself: a guess, not measured below Kodak's 12 kB at 0.25 bpp."""
 FILTERED_COST = 200.0
-"""What training through the post-filter (FIT_FILTER_TAPS on the unshuffled planes) adds to an
-iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
+"""What training through the post-filter (``postfilter_fit.FIT_FILTER_TAPS`` on the unshuffled planes) adds
+to an iteration's cost per pixel, in the units of ``iteration_cost``: 132 / 155 / 114 on 768x512 at 0.25 /
 0.5 / 0.75 bpp (``tools/bench_speed.py --compare-filtered``, reference machine) when the planes' borders
 were repeated, about 20 more since they are mirrored, and the rest pays for the filter's solves
 (0.2 s each, four or five a ``fast`` fit). Measured again with the compiled steps of
@@ -100,48 +100,50 @@ fewer iterations (``stretched_schedule``), in full even where the file ends with
 none, or is grey; rate control's shorter passes on a coarser grid are not charged."""
 MAX_STRETCH = 2.0
 """The most a preset's iterations are multiplied by for a network cheaper than the one it was sized for."""
-BITS_PER_WEIGHT = 8.0
-"""Expected coded bits per weight at the working fineness; sizes the network for a bit budget. At 8
-rather than 6 the network is narrower with finer steps: the same decoded PSNR at 0.5 bpp, almost no
-loss to rounding, and faster fits (BENCHMARKS.md, "Bits per weight")."""
 QUALITY_FINENESS = 6.0
 """Quantization fineness (log2 of steps per unit of each tensor's step scale) used by ``--quality``:
-at this fineness a weight costs about BITS_PER_WEIGHT bits, so a quality's file lands near its budget."""
+at this fineness a weight costs about ``layout.BITS_PER_WEIGHT`` bits, so a quality's file lands near its budget."""
 FINENESS_RANGE = (0.0, 12.0)
 RATE_HEADROOM = 0.99
 """``--bpp`` first aims this far below the target: the quantization-aware phase may raise the rate a
 little, and a file pushed over the target must move to a coarser grid its weights were not tuned for."""
 MAX_REGRIDS = 2
 """How many coarser grids rate control may still move to, each with a short tuning of its own."""
-GRID_DB_PER_OCTAVE = 1.0
-"""What halving a file's bytes is worth, in dB, when the encoder picks one of several fixed grids (a
-sequence's later frames) or weighs a post-filter's section against its gain: about the slope of this codec's own rate-distortion curve at the ``fast``
-preset (dog frame 1 gains 1.2 dB from 13 to 26 kB, camel frame 1 0.8 dB from 10 to 20 kB)."""
-MAX_WIDTH = 192
-POST_FILTER_TAPS = (3, 5, 7)
-"""The post-filter sizes the encoder weighs against none at all (kodak6 at ``fast``: 3x3 took the
-BD-rate against JPEG from +29.3% to +21.5%, 5x5 to +17.0%, 7x7 to +16.3%; BENCHMARKS.md)."""
-POST_FILTER_PRECISION = 6
-"""Coefficients in units of 2^-6. Rounded all at once, 2^-6 cost a filter too much (kodak6 at ``fast``,
-BD-rate against JPEG +22.5% where 2^-8 gave +17.0%); rounded one at a time, each rounding's error
-re-solved into the rest (``postfilter._rounded_codes``), 2^-6 stays within 0.01 dB of 2^-8, its
-section a fifth smaller (kodak6 at ``fast``: BENCHMARKS.md, "Post-filter coefficients rounded one at a
-time")."""
-POST_FILTER_CLASSES = ((1, 1), (1, 2), (1, 4), (4, 1), (4, 2), (4, 4))
-"""The (phases, activity bands) each size is tried with. Bands split the pixels at the quartiles
-(or the median) of their activity, so every classification is a merger of the finest one and one
-pass of normal equations serves them all. Every kodak6 file at ``fast`` chose classes and gained,
-+0.04 to +0.34 dB at the same size (BENCHMARKS.md, "Post-filters by class")."""
-MIN_CLASS_PIXELS = 4
-"""A filter with classes needs at least this many pixels per coefficient in each class."""
-FIT_FILTER_TAPS = 5
-"""The post-filter the float fit trains through (``FitSchedule.filtered_share``): 5x5 taps, one
-filter per phase of the pixel shuffle, solved for the network's image every ``refilter_every``
-iterations. It is cheap to train through on the unshuffled planes (3x3 kernels there) and corrects
-what the shuffle leaves; the file's own filter is chosen after the fit, as before."""
 
 Progress = Callable[[int, int, float], None]
 """Called with (iterations done, iterations in all, current PSNR in dB)."""
+
+
+@runtime_checkable
+class RestorationSpec(Protocol):
+    """What the encoder asks of a restoration (``restoration.modes.Restoration`` is one), so that it
+    needs to know nothing of the modes themselves: the network it fits (``purpose``) at what output
+    size, under which loss and schedule, and the ``mode`` and ``scale`` its file records."""
+
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def scale(self) -> int: ...
+
+    @property
+    def purpose(self) -> NetworkPurpose: ...
+
+    def check(self, pixels: np.ndarray) -> None:
+        """Refuse, with a one-line reason, an image the restoration cannot apply to."""
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]: ...
+
+    def loss(self, target: torch.Tensor) -> Loss:
+        """The fit's loss against ``target`` (the input image as an N x C x H x W tensor)."""
+
+    def schedule(self, base: FitSchedule, pixels: np.ndarray) -> FitSchedule:
+        """The fit's schedule, given the preset's."""
+
+
+def _purpose(restoration: RestorationSpec | None) -> NetworkPurpose:
+    """The network a fit with this restoration (or None: plain coding) needs."""
+    return restoration.purpose if restoration else "compress"
 
 
 @dataclass(frozen=True)
@@ -161,82 +163,6 @@ class EncodeResult:
 def quality_to_bpp(quality: float) -> float:
     """The bit budget a quality stands for: 0.25 bpp at 50, doubling every 25 steps (1.0 at 100)."""
     return 0.25 * 2.0 ** ((quality - 50) / 25)
-
-
-def choose_network(height: int, width: int, channels: int, budget_bits: float, *,
-                   purpose: NetworkPurpose = "compress") -> NetworkConfig:
-    """A Deep Decoder (1x1 convolutions) with about ``budget_bits / BITS_PER_WEIGHT`` weights.
-
-    For compression, on images of 64 pixels or more a side: a fixed input at 1/16 of the image size,
-    stages at 1/16, 1/8, 1/4 and 1/2 size of widths k, k, k/2 and k/4 with sine activations, and a 2x
-    pixel shuffle, so no hidden tensor is ever full size. k stops at MAX_WIDTH (on a 768x512 image
-    near 2 bpp), and finer quantization carries higher rates.
-    Each choice was measured on Kodak (BENCHMARKS.md): a half-size last stage beats shuffling 4x from
-    1/4 size, an input at 1/16 size beats 1/8 and 1/64, and sines instead of ReLUs, with narrower
-    fine stages, gain 0.2 to 0.6 dB at the default preset's length and fit a third faster. Smaller
-    images get a plain ReLU stack with an input of 4 to 7 pixels on its short side.
-
-    ``purpose="restore"`` picks the Deep Image Prior's measured network (ReLUs, widths k, k, k, k/2),
-    whose bias towards natural images is what inpainting relies on. ``"upscale"`` (super-resolution)
-    and ``"denoise"`` draw every pixel themselves, so they upsample bicubically (sharper than bilinear:
-    ``restoration.restore.RESTORE_UPSAMPLE`` has the measurements; smaller images keep bilinear), with no
-    pixel shuffle (its sub-pixels are free to draw
-    patterns that a downsampler never sees, and a shuffled denoiser gained 2 dB less), a last stage at
-    full size and wide coarse ones, widths k, k, k, min(k, 64), min(k, 16) from an input at 1/16 size
-    (the decoder's 16 floats per pixel cap the two fine stages, more tightly where padding to a
-    multiple of 16 adds pixels). Width buys detail before noise
-    (kodim07's crop at sigma 25: 27.6 dB at k = 64, 28.2 at 128, 28.3 at 256).
-    """
-    return widest_network(network_layout(height, width, channels, purpose=purpose), height, width,
-                          max(budget_bits / BITS_PER_WEIGHT, 64))
-
-
-def network_layout(height: int, width: int, channels: int, *,
-                   purpose: NetworkPurpose = "compress") -> Callable[[int], NetworkConfig]:
-    """The encoder's network for an image of this size, as a function of its width k
-    (:func:`choose_network` says which layout and why)."""
-    short = min(height, width)
-    activation: Activation = "relu"
-    upsample: Upsample = "bilinear"
-    if short >= 64 and purpose in ("upscale", "denoise"):
-        # The decoder allows MAX_ACTIVATION_RATIO floats per image pixel in any one tensor, and the
-        # padding to the input's stride (16) adds pixels of its own: the two fine stages narrow with it.
-        covered = height * width / (-(-height // 16) * 16 * (-(-width // 16) * 16))
-        full, half = max(int(MAX_ACTIVATION_RATIO * covered), 1), int(4 * MAX_ACTIVATION_RATIO * covered)
-        layout, upsample = lambda k: ((k, k, k, min(k, half), min(k, full)), 1), "bicubic"
-    elif short >= 64 and purpose == "restore":
-        layout = lambda k: ((k, k, k, max(k // 2, 4)), 2)
-    elif short >= 64:
-        layout, activation = lambda k: ((k, k, max(k // 2, 4), max(k // 4, 4)), 2), "sine"
-    else:
-        shuffle = 1 if purpose in ("upscale", "denoise") or short < 16 else 2
-        stages = int(np.clip(math.floor(math.log2(max(short / shuffle / 4, 1))) + 1, 1, 7))
-        layout = lambda k: ((k,) * stages, shuffle)
-
-    def config(k: int) -> NetworkConfig:
-        widths, shuffle = layout(k)
-        return NetworkConfig(channels=widths, kernel_sizes=(1,) * len(widths), input_channels=k,
-                             out_channels=channels, shuffle=shuffle, upsample=upsample, activation=activation)
-
-    return config
-
-
-def widest_network(config_for_width: Callable[[int], NetworkConfig], height: int, width: int,
-                   max_parameters: float) -> NetworkConfig:
-    """``config_for_width(k)`` for the largest k (4 to MAX_WIDTH) whose network has at most
-    ``max_parameters`` weights and passes the decoder's cost limits (they bind on tiny, heavily padded
-    images and cap the width of large ones); k = 4 when none does."""
-    best = 4
-    for k in range(4, MAX_WIDTH + 1):
-        candidate = config_for_width(k)
-        if candidate.parameter_count() > max_parameters:
-            break
-        try:
-            check_network_limits(candidate, height, width, InputError)
-        except InputError:
-            break
-        best = k
-    return config_for_width(best)
 
 
 def iteration_cost(config: NetworkConfig, height: int, width: int) -> float:
@@ -389,7 +315,7 @@ def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_
 
 def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
                     seed: int = 0, device: str = "cpu", progress: Progress | None = None,
-                    restoration: Restoration | None = None, base: BaseChoice = DEFAULT_BASE) -> EncodeResult:
+                    restoration: RestorationSpec | None = None, base: BaseChoice = DEFAULT_BASE) -> EncodeResult:
     """:func:`encode`, also returning the decoded pixels and weights and the PSNRs measured on the way.
 
     With a ``restoration`` the network is fitted under its loss (known pixels, or through the
@@ -403,7 +329,7 @@ def encode_detailed(image, *, bpp: float | None = None, quality: float | None = 
     network_bpp = bpp if bpp is not None else quality_to_bpp(quality if quality is not None else DEFAULT_QUALITY)
     height, width = restoration.output_size(*pixels.shape[:2]) if restoration else pixels.shape[:2]
     start = base_start(base, height, width, 1 if pixels.ndim == 2 else 3, network_bpp * height * width,
-                       purpose=purpose_of(restoration), preset=preset)
+                       purpose=_purpose(restoration), preset=preset)
     return code_image(pixels, network_bpp=network_bpp, target_bpp=bpp, schedule=PRESETS[preset], seed=seed,
                       device=resolve_device(device), progress=progress, restoration=restoration, start=start)
 
@@ -425,7 +351,7 @@ def check_settings(bpp: float | None, quality: float | None, preset: str, seed: 
 @full_float32()
 def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | None, schedule: FitSchedule,
                seed: int, device: torch.device, progress: Progress | None = None,
-               restoration: Restoration | None = None, start: Start | None = None) -> EncodeResult:
+               restoration: RestorationSpec | None = None, start: Start | None = None) -> EncodeResult:
     """Fit, quantize and pack one image. ``network_bpp`` sizes the network (unless ``start`` brings
     one); ``target_bpp`` is the rate to meet, or None for the fixed fineness of ``--quality`` (or the
     best of the grids ``start`` offers, :func:`_best_grid`)."""
@@ -459,7 +385,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             image = _as_pixels(fitted.output())
             candidates = post_filter_candidates(image, pixels)
             coder.post_filter = choose_post_filter(image, pixels, len(coder.pack_codes(codes)), candidates=candidates)
-            coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
+            coder.tuning_filter = tuning_filter_for(coder.post_filter, candidates)
         # Tuned through the filter, the rounded network makes the image the filter corrects best
         # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
         loss_fn = fitted.on_canvas(FilteredMSE.of(coder.tuning_filter)) if coder.tuning_filter else quant_loss
@@ -510,7 +436,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
             data = coder.pack_codes(codes)
         if coder.post_filter is not None:
             decoded = coder.post_filter.apply(decoded)
-        mse = _pixel_mse(decoded, pixels) / 255**2
+        mse = pixel_mse(decoded, pixels) / 255**2
     else:
         with torch.no_grad():
             mse = fitted.image_loss(_as_tensor(decoded, device), fitted.target).item()
@@ -551,101 +477,12 @@ def _reserve_post_filter(coder: _Coder, fitted: "FittedNetwork", pixels: np.ndar
 
     def rounded_mse(post_filter: PostFilter | None) -> float:
         decoded = fitted.render(coder.dequantized(options[post_filter]))
-        return _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
+        return pixel_mse(post_filter.apply(decoded) if post_filter else decoded, pixels)
 
     # Ties keep the first option, no filter; with no other option there is nothing to render.
     coder.post_filter = min(options, key=rounded_mse) if len(options) > 1 else None
-    coder.tuning_filter = _tuning_filter(coder.post_filter, candidates)
+    coder.tuning_filter = tuning_filter_for(coder.post_filter, candidates)
     return options[coder.post_filter]
-
-
-def choose_post_filter(decoded: np.ndarray, original: np.ndarray, network_bytes: int, *,
-                       max_bytes: int | None = None, fixed_total: bool = False,
-                       also: tuple[PostFilter, ...] = (),
-                       candidates: list[tuple[PostFilter, float]] | None = None) -> PostFilter | None:
-    """The least-squares post-filter (of POST_FILTER_TAPS and POST_FILTER_CLASSES, or of
-    ``candidates``, some of :func:`post_filter_candidates` for these images, or ``also``) whose
-    filtered image scores best in PSNR less
-    GRID_DB_PER_OCTAVE per doubling of the file's bytes (``network_bytes`` plus its section), with
-    the file at most ``max_bytes``. With ``fixed_total`` the file is ``network_bytes`` in all, and
-    the score is PSNR plus GRID_DB_PER_OCTAVE per doubling of the bytes the section leaves the
-    network (a section of half the file or more is never chosen). The candidates are ranked on the
-    error their normal equations predict; the best of them, ``also`` and no filter at all are then
-    scored on the images they really make. None when no filter pays for its bytes."""
-    if network_bytes < 1:
-        raise ValueError("network_bytes must be positive")
-
-    def score(post_filter: PostFilter | None, mse: float) -> float:
-        section = len(post_filter_section(post_filter)) if post_filter else 0
-        if fixed_total and section >= network_bytes / 2:
-            return -math.inf
-        if max_bytes is not None and not fixed_total and network_bytes + section > max_bytes:
-            return -math.inf
-        quality = psnr_from_mse(max(mse, 1e-10) / 255**2)
-        if fixed_total:
-            return quality + GRID_DB_PER_OCTAVE * math.log2(network_bytes - section)
-        return quality - GRID_DB_PER_OCTAVE * math.log2(network_bytes + section)
-
-    def measured(post_filter: PostFilter | None) -> float:
-        return score(post_filter, _pixel_mse(post_filter.apply(decoded) if post_filter else decoded, original))
-
-    if candidates is None:
-        candidates = post_filter_candidates(decoded, original)
-    ranked, _ = max(candidates, key=lambda candidate: score(*candidate))
-    return max([None, ranked, *also], key=measured)  # ties, and a file over max_bytes in any case, keep None
-
-
-def post_filter_candidates(decoded: np.ndarray, original: np.ndarray) -> list[tuple[PostFilter, float]]:
-    """Every filter of POST_FILTER_TAPS and POST_FILTER_CLASSES that ``decoded`` has the pixels for,
-    with the mean squared error (in levels) its normal equations predict, the decoder's rounding
-    (1/12 of a level squared) included."""
-    widest = max(POST_FILTER_TAPS)
-    ordered = np.sort(activity(decoded).ravel())
-    quartiles = tuple(int(ordered[len(ordered) * q // 4]) for q in (1, 2, 3))
-    finest = normal_equations(decoded, original, widest, classify(decoded, 4, quartiles), 4 * 4)
-    candidates = []
-    for phases, bands in POST_FILTER_CLASSES:
-        step = 4 // bands
-        thresholds = quartiles[step - 1 :: step][: bands - 1]
-        if thresholds and (thresholds[0] < 1 or len(set(thresholds)) < len(thresholds)):
-            continue  # ties in the activity: these bands would not split the pixels
-        groups = [(phase if phases == 4 else 0) * bands + band // step for phase in range(4) for band in range(4)]
-        systems = finest.merged(np.array(groups), phases * bands)
-        for taps in POST_FILTER_TAPS:
-            if phases * bands > 1 and systems.pixels().min() < MIN_CLASS_PIXELS * (taps * taps + 1):
-                continue
-            post_filter = solve_post_filter(systems, taps, POST_FILTER_PRECISION, phases=phases, thresholds=thresholds)
-            candidates.append((post_filter, systems.squared_error(post_filter) / decoded.size + 1 / 12))
-    return candidates
-
-
-def _tuning_filter(post_filter: PostFilter | None,
-                   candidates: list[tuple[PostFilter, float]]) -> PostFilter | None:
-    """The filter the quantization-aware phase tunes the network through: the post-filter itself, or
-    for one with activity bands, the candidate of its size and phases without them (the bands would
-    change with the image at every step)."""
-    if post_filter is None or not post_filter.thresholds:
-        return post_filter
-    return next(f for f, _ in candidates if not f.thresholds and f.taps == post_filter.taps
-                and f.phases == post_filter.phases)
-
-
-def _fit_filter(image: np.ndarray, original: np.ndarray) -> PostFilter | None:
-    """The filter of FIT_FILTER_TAPS the float fit trains through, solved for its image: with 4
-    phases, or one where the image is too small for them, or None where it is too small for one."""
-    pixels_per_filter = MIN_CLASS_PIXELS * (FIT_FILTER_TAPS**2 + 1)
-    if min(image.shape[:2]) <= FIT_FILTER_TAPS // 2 or image.shape[0] * image.shape[1] < pixels_per_filter:
-        return None
-    systems = normal_equations(image, original, FIT_FILTER_TAPS, classify(image, 4, ()), 4)
-    phases = 4 if systems.pixels().min() >= pixels_per_filter else 1
-    if phases == 1:
-        systems = systems.merged(np.zeros(4, np.int64), 1)
-    return solve_post_filter(systems, FIT_FILTER_TAPS, POST_FILTER_PRECISION, phases=phases)
-
-
-def _pixel_mse(image: np.ndarray, original: np.ndarray) -> float:
-    """Mean squared error of two uint8 images, on 0-255."""
-    return float(np.mean((image.astype(np.float64) - original) ** 2))
 
 
 def _as_pixels(image: torch.Tensor) -> np.ndarray:
@@ -664,13 +501,13 @@ class FittedNetwork:
     """The float fit of a network to an image (or, with a restoration, to what is known of it)."""
 
     def __init__(self, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
-                 restoration: Restoration | None, start: Start | None = None) -> None:
+                 restoration: RestorationSpec | None, start: Start | None = None) -> None:
         height, width = pixels.shape[:2]
         self.size = restoration.output_size(height, width) if restoration else (height, width)
         channels = 1 if pixels.ndim == 2 else 3
         if start is None:
             self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
-                                         purpose=purpose_of(restoration))
+                                         purpose=_purpose(restoration))
             self.reference = reference_weights(self.config, seed)
         else:
             self.config, self.reference = start.network, [w.copy() for w in start.weights]
@@ -695,7 +532,7 @@ class FittedNetwork:
 
     @classmethod
     def fit(cls, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
-            restoration: Restoration | None = None, progress: Progress | None = None,
+            restoration: RestorationSpec | None = None, progress: Progress | None = None,
             start: Start | None = None) -> "FittedNetwork":
         """Size a network for ``bpp`` bits per (output) pixel (or take ``start``'s) and fit it in float."""
         fitted = cls(pixels, bpp, schedule, seed, device, restoration, start)
@@ -707,9 +544,9 @@ class FittedNetwork:
         return fitted
 
     def through_post_filter(self) -> Loss:
-        """The fit's loss through the filter (:func:`_fit_filter`) solved for the network's image now;
-        the plain loss where the image is too small for one."""
-        post_filter = _fit_filter(_as_pixels(self.output()), self.pixels)
+        """The fit's loss through the filter (:func:`~.postfilter_fit.fit_filter_for`) solved for the
+        network's image now; the plain loss where the image is too small for one."""
+        post_filter = fit_filter_for(_as_pixels(self.output()), self.pixels)
         return self.loss_fn if post_filter is None else self.on_canvas(FilteredMSE.of(post_filter))
 
     def on_canvas(self, loss_fn: Loss) -> Loss:
@@ -745,6 +582,11 @@ def encode(image, *, bpp: float | None = None, quality: float | None = None, pre
     or a :class:`~dipcodec.transfer.basefile.BaseModel`; a file coded from a base needs it to decode.
     """
     pixels = as_array(image)
-    restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)
+    restoration = None
+    if mask is not None or sr is not None or denoise:
+        # Only a restoration loads the restoration package: plain coding stays within the core.
+        from .restoration.modes import restoration_for
+
+        restoration = restoration_for(pixels, mask=mask, sr=sr, denoise=denoise)
     return encode_detailed(pixels, bpp=bpp, quality=quality, preset=preset, seed=seed, device=device,
                            progress=progress, restoration=restoration, base=base).data

@@ -36,7 +36,7 @@ UPSAMPLE_MODES: tuple[Upsample, ...] = ("bilinear", "nearest", "bicubic")
 ``bicubic``) with the border samples repeated: sharper than bilinear where a network must draw
 detail finer than its coarse stages (super-resolution)."""
 NetworkPurpose = Literal["compress", "restore", "upscale", "denoise"]
-"""What a network is for, which decides its layout (``encoder.choose_network``)."""
+"""What a network is for, which decides its layout (``layout.choose_network``)."""
 Activation = Literal["relu", "sine"]
 NORMALIZATION_EPS = 1e-5
 """The epsilon of every stage's normalization (``F.group_norm``'s default), decoder and fit alike."""

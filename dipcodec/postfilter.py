@@ -1,7 +1,7 @@
 """The post-filter: per colour channel, small linear filters the encoder chooses and the decoder applies
 to the network's 8-bit image (what a video codec's adaptive loop filter does).
 
-The encoder solves for the ``taps`` x ``taps`` filter plus offset that brings the decoded image
+The encoder solves (``postfilter_fit``) for the ``taps`` x ``taps`` filter plus offset that brings the decoded image
 closest to the original in the least-squares sense; the file holds its coefficients as integers in
 units of 2^-precision, and the decoder applies them in integer arithmetic, so that every machine
 makes the same pixels. Since format version 6 a filter may have several classes, each with its own
@@ -15,12 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import DecodeError
 
-__all__ = ["PostFilter", "NormalEquations", "MAX_TAPS", "MAX_PRECISION", "MAX_CODE", "PHASES", "MAX_BANDS",
-           "MAX_THRESHOLD", "ACTIVITY_WINDOW", "activity", "classify", "normal_equations", "solve_post_filter"]
+__all__ = ["PostFilter", "MAX_TAPS", "MAX_PRECISION", "MAX_CODE", "PHASES", "MAX_BANDS", "MAX_THRESHOLD",
+           "ACTIVITY_WINDOW", "activity", "classify"]
 
 MAX_TAPS = 9
 """The widest filter a file may declare (81 multiply-adds per sample)."""
@@ -36,8 +35,6 @@ MAX_THRESHOLD = 1 << 20
 """The largest activity threshold a file may hold (activity is at most 25 * 2 * 3 * 255 < 2^16)."""
 ACTIVITY_WINDOW = 5
 """Side of the box that sums a pixel's gradients into its activity."""
-_BAND_PIXELS = 1 << 17
-"""Pixels per band when the encoder sums its normal equations (bounds its memory on large images)."""
 
 
 def activity(pixels: np.ndarray) -> np.ndarray:
@@ -152,122 +149,3 @@ class PostFilter:
                     total += weight * padded[dy : dy + height, dx : dx + width]
             out[..., c] = np.clip(total >> self.precision, 0, 255)
         return out.reshape(pixels.shape)
-
-
-@dataclass(frozen=True)
-class NormalEquations:
-    """The least-squares systems of a ``taps`` x ``taps`` filter plus offset, per channel and per cell
-    of a classification: ``grams[c, k] = F^T F`` and ``rhs[c, k] = F^T y`` over the cell's pixels,
-    F being each pixel's mirrored neighbourhood and a 1, y the original, and ``energy[c, k] = y^T y``.
-    Sums of integer products, so exact in float64 at any image size dipcodec takes."""
-
-    taps: int
-    grams: np.ndarray
-    rhs: np.ndarray
-    energy: np.ndarray
-
-    def merged(self, groups: np.ndarray, count: int) -> "NormalEquations":
-        """Cells summed into ``count`` classes: cell k goes to class ``groups[k]``."""
-        shape = (self.grams.shape[0], count)
-        grams, rhs, energy = np.zeros(shape + self.grams.shape[2:]), np.zeros(shape + self.rhs.shape[2:]), np.zeros(shape)
-        for cell, group in enumerate(groups):
-            grams[:, group] += self.grams[:, cell]
-            rhs[:, group] += self.rhs[:, cell]
-            energy[:, group] += self.energy[:, cell]
-        return NormalEquations(self.taps, grams, rhs, energy)
-
-    def pixels(self) -> np.ndarray:
-        """Pixels per cell (the constant feature's own sum)."""
-        return self.grams[0, :, -1, -1]
-
-    def squared_error(self, post_filter: PostFilter) -> float:
-        """The filter's summed squared error over every channel and class, before the decoder rounds
-        to whole levels and clamps: ``y^T y - 2 w^T F^T y + w^T F^T F w`` per system. The filter's
-        classes must be these cells, and its taps at most these."""
-        keep = _inner(self.taps, post_filter.taps)
-        total = 0.0
-        for index, codes in enumerate(post_filter.codes):
-            c, k = divmod(index, post_filter.classes)
-            w = np.append(post_filter.weights(index).ravel(), codes[-1]) / 2.0**post_filter.precision
-            gram, rhs = self.grams[c, k][np.ix_(keep, keep)], self.rhs[c, k][keep]
-            total += self.energy[c, k] - 2 * w @ rhs + w @ gram @ w
-        return float(total)
-
-
-def _inner(solved_taps: int, taps: int) -> list[int]:
-    """Indices, in a ``solved_taps`` system, of a centred ``taps`` x ``taps`` filter's taps and offset."""
-    margin = (solved_taps - taps) // 2
-    inner = [y * solved_taps + x for y in range(margin, margin + taps) for x in range(margin, margin + taps)]
-    return inner + [solved_taps * solved_taps]
-
-
-def normal_equations(decoded: np.ndarray, original: np.ndarray, taps: int, cells: np.ndarray | None = None,
-                     count: int = 1) -> NormalEquations:
-    """The systems of a ``taps`` x ``taps`` filter per channel, per cell of ``cells`` (an int map of
-    ``count`` cells, height x width; None: one cell), summed in bands of rows."""
-    dec = decoded.reshape(decoded.shape[0], decoded.shape[1], -1)
-    orig = original.reshape(dec.shape)
-    radius, height, n = taps // 2, dec.shape[0], taps * taps + 1
-    cells = np.zeros(dec.shape[:2], np.int64) if cells is None else cells
-    rows = max(_BAND_PIXELS // dec.shape[1], 1)
-    grams, rhs, energy = np.zeros((dec.shape[2], count, n, n)), np.zeros((dec.shape[2], count, n)), np.zeros((dec.shape[2], count))
-    for c in range(dec.shape[2]):
-        padded = np.pad(dec[..., c], radius, mode="reflect")
-        for top in range(0, height, rows):
-            band = padded[top : min(top + rows, height) + 2 * radius]
-            windows = sliding_window_view(band, (taps, taps)).reshape(-1, taps * taps)
-            band_cells = cells[top : top + rows].ravel()
-            target = orig[top : top + rows, :, c].reshape(-1).astype(np.float64)
-            order = np.argsort(band_cells, kind="stable")
-            bounds = np.searchsorted(band_cells[order], np.arange(count + 1))
-            features = np.empty((windows.shape[0], n))
-            features[:, :-1], features[:, -1] = windows[order], 1.0
-            target = target[order]
-            for k in range(count):
-                part, y = features[bounds[k] : bounds[k + 1]], target[bounds[k] : bounds[k + 1]]
-                grams[c, k] += part.T @ part
-                rhs[c, k] += part.T @ y
-                energy[c, k] += y @ y
-    return NormalEquations(taps, grams, rhs, energy)
-
-
-def solve_post_filter(systems: NormalEquations, taps: int, precision: int, *, phases: int = 1,
-                      thresholds: tuple[int, ...] = ()) -> PostFilter:
-    """The ``taps`` x ``taps`` least-squares filter at ``precision`` from systems summed for a filter of
-    ``systems.taps`` (its inner taps are the smaller filter's, so one pass serves all sizes), whose
-    cells are the classes of ``phases`` and ``thresholds``, its coefficients rounded by
-    :func:`_rounded_codes`."""
-    keep = _inner(systems.taps, taps)
-    identity = np.zeros(len(keep))
-    identity[taps * taps // 2] = 1.0
-    grams = systems.grams[:, :, keep][:, :, :, keep].reshape(-1, len(keep), len(keep))
-    rhs = systems.rhs[:, :, keep].reshape(-1, len(keep))
-    codes = _rounded_codes(grams, rhs, identity, 2.0**precision)
-    return PostFilter(taps, precision, tuple(tuple(int(v) for v in row) for row in codes), phases, tuple(thresholds))
-
-
-def _rounded_codes(grams: np.ndarray, rhs: np.ndarray, identity: np.ndarray, scale: float) -> np.ndarray:
-    """Codes (int64, one row per filter) of the least-squares solutions of ``grams[f] w = rhs[f]``
-    less ``identity``, in units of ``1 / scale``, rounded one at a time, the largest code first and
-    the offset last, the coefficients not yet rounded re-solved after each rounding for the error it
-    made (Optimal Brain Quantization's update, through the Gram matrix's pseudo-inverse). The taps
-    of these filters are large and cancel one another, so rounding them all at once loses far more
-    (BENCHMARKS.md, "Post-filter coefficients rounded one at a time")."""
-    inverse = np.linalg.pinv(grams, hermitian=True)
-    solution = np.einsum("fij,fj->fi", inverse, rhs)
-    filters, n = rhs.shape
-    order = np.argsort(-np.abs(solution[:, :-1] - identity[:-1]), axis=1, kind="stable")
-    order = np.concatenate([order, np.full((filters, 1), n - 1)], axis=1)
-    floor = 1e-12 * np.maximum(np.diagonal(inverse, axis1=1, axis2=2).max(axis=1), 1e-300)
-    rows = np.arange(filters)
-    codes = np.zeros((filters, n))
-    for index in order.T:
-        code = np.clip(np.round((solution[rows, index] - identity[index]) * scale), -MAX_CODE, MAX_CODE)
-        codes[rows, index] = code
-        pivot = inverse[rows, index, index]
-        live = pivot > floor  # a direction the pixels never excite: nothing to re-solve
-        reciprocal = np.where(live, 1.0 / np.where(live, pivot, 1.0), 0.0)
-        column = inverse[rows, :, index]  # the inverse is symmetric: also its row
-        solution = solution + (reciprocal * (code / scale + identity[index] - solution[rows, index]))[:, None] * column
-        inverse = inverse - reciprocal[:, None, None] * column[:, :, None] * column[:, None, :]
-    return codes.astype(np.int64)

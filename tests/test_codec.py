@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,16 +380,37 @@ def test_unknown_version_raises_decode_error(encoded_rgb):
 # ---------------------------------------------------------------- decode-only use, Pillow
 
 
-def test_decode_does_not_import_the_fitting_code(encoded_rgb, tmp_path):
-    path = tmp_path / "x.dip"
-    path.write_bytes(encoded_rgb)
+DECODE_MODULES = frozenset({
+    "dipcodec", "dipcodec.errors", "dipcodec.noise", "dipcodec.network", "dipcodec.quantize", "dipcodec.entropy",
+    "dipcodec.postfilter", "dipcodec.container", "dipcodec.downsample", "dipcodec.decoder", "dipcodec.pillow_plugin",
+    "dipcodec.transfer", "dipcodec.transfer.basefile", "dipcodec.transfer.sequence"})
+"""Every dipcodec module that decoding may load: the format's core, the Pillow plugin, and the readers
+of sequences and base models that ``import dipcodec`` and a file coded from a base need. Never the
+fitting code (fit, fused, encoder, layout, postfilter_fit), restoration, or what trains base models
+and encodes sequences."""
+
+
+def test_decode_loads_only_the_decoders_modules():
+    """Decoding never imports fitting code, nor anything beside the core that it does not need: in a
+    fresh interpreter, decoding every golden file (at native size too, which super-resolution files
+    bring down through the downsampler) and the golden sequences leaves only DECODE_MODULES loaded."""
+    data = Path(__file__).resolve().parent / "data"
     code = (
-        "import dipcodec, sys; dipcodec.decode(open(sys.argv[1], 'rb').read()); "
-        "print(*(name in sys.modules for name in ('dipcodec.fit', 'dipcodec.encoder', 'dipcodec.fused')))"
+        "import dipcodec, glob, json, sys\n"
+        "files = sorted(glob.glob(sys.argv[1] + '/golden-v*.dip'))\n"
+        "for path in files:\n"
+        "    stream = open(path, 'rb').read()\n"
+        "    dipcodec.decode(stream), dipcodec.decode(stream, scale='native'), dipcodec.info(stream)\n"
+        "sequences = sorted(glob.glob(sys.argv[1] + '/golden-seq-v*.dips'))\n"
+        "for path in sequences:\n"
+        "    dipcodec.decode_sequence(open(path, 'rb').read(), base=sys.argv[1] + '/golden-base-v1.dipbase')\n"
+        "print(json.dumps([len(files), len(sequences), sorted(m for m in sys.modules if m.split('.')[0] == 'dipcodec')]))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False", "False"]
+    files, sequences, loaded = json.loads(out.stdout)
+    assert files >= 6 and sequences >= 2  # the golden files were found
+    assert set(loaded) <= DECODE_MODULES, sorted(set(loaded) - DECODE_MODULES)
 
 
 def test_pillow_opens_dip_bytes(encoded_rgb, decoded_rgb):

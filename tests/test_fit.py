@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import make_image
-from dipcodec.encoder import _Coder, _weights_of, choose_network
+from dipcodec.encoder import _Coder, _weights_of
 from dipcodec.fit import DEFAULT_BETA2, CanvasMSE, FitSchedule, fit, image_mse, objective, rounding_sensitivities
+from dipcodec.layout import choose_network
 from dipcodec.network import Generator, fixed_input, reference_weights
 from dipcodec.quantize import step_codes_for, step_from_code, step_scales
 

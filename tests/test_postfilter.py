@@ -10,10 +10,11 @@ import pytest
 
 import dipcodec
 from dipcodec.container import Bitstream, _section, pack, post_filter_section, unpack, zigzag
-from dipcodec.encoder import POST_FILTER_PRECISION, choose_post_filter, encode_detailed, post_filter_candidates
+from dipcodec.encoder import encode_detailed
 from dipcodec.errors import DecodeError
-from dipcodec.postfilter import (MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter, activity, classify, normal_equations,
-                                 solve_post_filter)
+from dipcodec.postfilter import MAX_BANDS, MAX_CODE, MAX_THRESHOLD, PostFilter, activity, classify
+from dipcodec.postfilter_fit import (POST_FILTER_PRECISION, choose_post_filter, normal_equations,
+                                     post_filter_candidates, solve_post_filter)
 
 from conftest import make_image, with_crc
 
@@ -153,12 +154,12 @@ def test_smaller_filters_solved_from_a_wider_system_equal_their_own_solve():
 
 
 def test_normal_equations_do_not_depend_on_the_bands(monkeypatch):
-    import dipcodec.postfilter as postfilter
+    import dipcodec.postfilter_fit as postfilter_fit
 
     decoded, original = make_image(33, 21), make_image(33, 21, gray=False)[:, ::-1].copy()
     cells = classify(decoded, 4, (300,))
     whole = normal_equations(decoded, original, 5, cells, 8)
-    monkeypatch.setattr(postfilter, "_BAND_PIXELS", 50)  # bands of two rows
+    monkeypatch.setattr(postfilter_fit, "_BAND_PIXELS", 50)  # bands of two rows
     banded = normal_equations(decoded, original, 5, cells, 8)
     for name in ("grams", "rhs", "energy"):  # integer sums: exact in float64
         np.testing.assert_array_equal(getattr(whole, name), getattr(banded, name))

@@ -14,9 +14,10 @@ import dipcodec
 from conftest import make_image, psnr
 from dipcodec.cli import main
 from dipcodec.container import MAX_SIDE, unpack
+from dipcodec.downsample import downsample
 from dipcodec.encoder import PRESETS
 from dipcodec.errors import DecodeError, InputError
-from dipcodec.restoration.downsample import back_project, downsample
+from dipcodec.restoration.back_projection import back_project
 from dipcodec.restoration.modes import Restoration, noise_level
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -98,6 +99,18 @@ def test_restoration_settings_are_checked():
         Restoration("super-resolution", scale=8).check(make_image(16, MAX_SIDE // 4))
     with pytest.raises(InputError, match="one restoration"):
         dipcodec.encode(make_image(16, 16), sr=2, denoise=True)
+
+
+def test_the_encoder_knows_restorations_only_by_what_it_asks_of_them():
+    from dipcodec.encoder import RestorationSpec
+
+    for restoration in (Restoration("inpaint", mask=_hole(16, 16)), Restoration("super-resolution", scale=2),
+                        Restoration("denoise")):
+        assert isinstance(restoration, RestorationSpec)
+    code = "import dipcodec.encoder, sys; print(sorted(m for m in sys.modules if m.startswith('dipcodec.restoration')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # plain coding loads no restoration code
 
 
 # ---------------------------------------------------------------- inpainting
@@ -275,7 +288,7 @@ def test_fit_stops_at_the_given_mse_and_can_return_an_average():
     ("super-resolution", 64, 64), ("super-resolution", 25, 25), ("super-resolution", 100, 150)])
 def test_denoiser_and_upscaler_draw_every_pixel_at_a_fixed_width(mode, height, width):
     from dipcodec.container import check_network_limits
-    from dipcodec.encoder import BITS_PER_WEIGHT, choose_network
+    from dipcodec.layout import BITS_PER_WEIGHT, choose_network
     from dipcodec.restoration.restore import RESTORE_WIDTH, restore_network
 
     restoration = Restoration(mode, scale=4 if mode == "super-resolution" else 1)

@@ -190,7 +190,8 @@ def test_a_base_for_other_images_is_refused(tiny_base):
 
 @pytest.mark.parametrize("purpose", ["compress", "restore"])
 def test_default_base_is_a_shipped_base_close_to_the_affordable_width(purpose):
-    from dipcodec.encoder import BITS_PER_WEIGHT, base_start, choose_network, network_layout
+    from dipcodec.encoder import base_start
+    from dipcodec.layout import BITS_PER_WEIGHT, choose_network, network_layout
     from dipcodec.transfer.basefile import shipped_bases
 
     layout = network_layout(512, 768, 3, purpose=purpose)
@@ -320,7 +321,7 @@ def test_warm_started_frames_cost_fewer_bits(sequence):
 
 def test_warm_frames_choose_their_grid_by_what_rounding_costs(sequence, monkeypatch):
     from dipcodec.container import section_sizes, unpack
-    from dipcodec.encoder import GRID_DB_PER_OCTAVE
+    from dipcodec.postfilter_fit import GRID_DB_PER_OCTAVE
     from dipcodec.transfer import warmstart
     from dipcodec.transfer.warmstart import WARM_GRID_COARSENINGS, warm_grids
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import dipcodec
 import dipcodec.encoder as encoder
+import dipcodec.layout as layout_policy
 from dipcodec.fit import DEFAULT_BETA2, FitSchedule
 from dipcodec.images import read_image
 from dipcodec.network import NetworkConfig
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upsample", default="bilinear", choices=("bilinear", "bicubic"),
                    help="how each stage doubles the size (layouts other than nearest)")
     p.add_argument("--input-fraction", type=int, default=64, help="fixed input at 1/N of the image side")
-    p.add_argument("--bits-per-weight", type=float, default=encoder.BITS_PER_WEIGHT,
+    p.add_argument("--bits-per-weight", type=float, default=layout_policy.BITS_PER_WEIGHT,
                    help="sizes the network for the budget (default: the encoder's, %(default)s)")
     p.add_argument("--lr", type=float, help="float learning rate (default: the preset's, else 0.02)")
     p.add_argument("--qat-lr", type=float,
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_fraction < 8 or args.input_fraction & (args.input_fraction - 1):
         p.error("--input-fraction must be a power of two, 8 or more")
 
-    encoder.BITS_PER_WEIGHT = args.bits_per_weight
+    layout_policy.BITS_PER_WEIGHT = args.bits_per_weight
     if args.network == "default" and args.activation != "relu":
         p.error("--activation needs a named --network")
     if args.network != "default":
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                    purpose: str = "compress") -> NetworkConfig:
             config_for_width = lambda k: layout(args.network, args.input_fraction, channels, k, args.activation,
                                                 args.upsample)
-            return encoder.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
-        encoder.choose_network = choose
+            return layout_policy.widest_network(config_for_width, height, width, budget_bits / args.bits_per_weight)
+        encoder.choose_network = choose  # the name the encoder sizes its fits with
     given = {name: value for name, value in (("learning_rate", args.lr), ("qat_learning_rate", args.qat_lr),
                                              ("adam_beta2", args.adam_beta2),
                                              ("filtered_share", args.filtered_share),

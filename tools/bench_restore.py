@@ -38,12 +38,12 @@ import torch
 from PIL import Image
 
 import dipcodec
-from dipcodec.encoder import MAX_WIDTH
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.run import load_rgb, parse_images
+from dipcodec.layout import MAX_WIDTH
 from dipcodec.restoration import modes
 from dipcodec.restoration import restore as restore_module
-from dipcodec.restoration.downsample import back_project
+from dipcodec.restoration.back_projection import back_project
 from dipcodec.restoration.subtitles import subtitle_mask
 from dipcodec.restoration.wiener import sliding_dct_denoise
 from dipcodec.transfer.sequence import sequence_info

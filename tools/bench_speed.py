@@ -17,7 +17,7 @@ image), one iteration of each in turn (which goes first alternates) on the same 
 the median of the paired ratios: on a machine whose speed drifts, alternating is what makes the two
 comparable. ``--offset DY,DX`` times the loss of a canvas rolled by that offset instead (a sequence
 frame that follows the camera, ``fit.CanvasMSE``), both ways. ``--compare-filtered`` times, the
-same way, an iteration that trains through the post-filter (``encoder.FIT_FILTER_TAPS`` taps, 4
+same way, an iteration that trains through the post-filter (``postfilter_fit.FIT_FILTER_TAPS`` taps, 4
 phases, on the unshuffled planes: the second half of a ``fast`` or ``default`` fit) and prints
 what it adds, the measurement behind ``encoder.FILTERED_COST``. ``--filter-taps 7`` times a 7x7
 filter with 4 phases instead: what the quantization-aware phase tunes through when the file's
@@ -45,11 +45,12 @@ import torch.nn.functional as F
 
 from dipcodec import fused, network
 from dipcodec.decoder import resolve_device
-from dipcodec.encoder import (FIT_FILTER_TAPS, PRESETS, choose_network, iteration_cost, network_layout,
-                              stretched_schedule)
+from dipcodec.encoder import PRESETS, iteration_cost, stretched_schedule
 from dipcodec.fit import CanvasMSE, FilteredMSE, Objective, image_mse, objective
+from dipcodec.layout import choose_network, network_layout
 from dipcodec.network import Generator, NetworkConfig, NetworkPurpose, fixed_input, full_float32, reference_weights
 from dipcodec.postfilter import PostFilter
+from dipcodec.postfilter_fit import FIT_FILTER_TAPS
 from dipcodec.restoration.restore import INPAINT_ITERATIONS, RESTORE_FITS, RESTORE_WIDTH
 
 

@@ -7,7 +7,7 @@ For every dipcodec unit with a post-filter, the network's own image is rendered 
 filter left off) and the file's filter layout (taps, phases, activity thresholds) is solved again
 for it at each precision, its coefficients rounded two ways: all at once (each least-squares
 coefficient to its nearest step, as the encoder did before commit eb8961e) and one at a time
-(``postfilter.solve_post_filter``: each rounding's error re-solved into the coefficients not yet
+(``postfilter_fit.solve_post_filter``: each rounding's error re-solved into the coefficients not yet
 rounded). Per file it prints the PSNR and ``F`` section bytes of each, and the mean change of the
 encoder's own score (PSNR less ``GRID_DB_PER_OCTAVE`` dB per doubling of the file's bytes, as
 ``choose_post_filter`` weighs a section in its final choice; rate control's byte limits are left
@@ -29,10 +29,10 @@ import numpy as np
 
 from dipcodec.container import post_filter_section, unpack
 from dipcodec.decoder import decoded_weights, reference_of, render
-from dipcodec.encoder import GRID_DB_PER_OCTAVE
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.run import load_rgb
-from dipcodec.postfilter import NormalEquations, PostFilter, classify, normal_equations, solve_post_filter
+from dipcodec.postfilter import PostFilter, classify
+from dipcodec.postfilter_fit import GRID_DB_PER_OCTAVE, NormalEquations, normal_equations, solve_post_filter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

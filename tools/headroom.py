@@ -35,11 +35,11 @@ from scipy.stats import norm
 
 from dipcodec.container import unpack
 from dipcodec.decoder import decoded_weights, reference_of, render
-from dipcodec.encoder import MIN_CLASS_PIXELS
 from dipcodec.entropy import decode_symbols, estimate_bits, fit_model
 from dipcodec.evaluation.metrics import psnr
 from dipcodec.images import read_image
 from dipcodec.postfilter import activity, classify
+from dipcodec.postfilter_fit import MIN_CLASS_PIXELS
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 SECOND_TAPS, SECOND_PHASES = 5, 4

@@ -72,7 +72,8 @@ def with_classified_filter(data: bytes, source: np.ndarray) -> bytes:
     import dataclasses
 
     from dipcodec.container import pack, unpack
-    from dipcodec.postfilter import activity, classify, normal_equations, solve_post_filter
+    from dipcodec.postfilter import activity, classify
+    from dipcodec.postfilter_fit import normal_equations, solve_post_filter
 
     image = network_image(data) if unpack(data).post_filter else dipcodec.decode(data)
     median = (int(np.median(activity(image))),)

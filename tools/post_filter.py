@@ -27,12 +27,11 @@ import numpy as np
 
 import dipcodec
 from dipcodec.container import post_filter_section
-from dipcodec.encoder import POST_FILTER_PRECISION
 from dipcodec.evaluation import psnr
 from dipcodec.evaluation.bdrate import bd_rate
 from dipcodec.evaluation.curves import mean_curve
 from dipcodec.evaluation.run import load_rgb
-from dipcodec.postfilter import normal_equations, solve_post_filter
+from dipcodec.postfilter_fit import POST_FILTER_PRECISION, normal_equations, solve_post_filter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

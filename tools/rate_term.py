@@ -2,7 +2,7 @@
 """A rate term in the float fit: the experiment behind BENCHMARKS.md's "A rate term in the warm fit".
 
 Adds to the fit's MSE an estimate of the file's bits, weighted so that one octave of bits is worth
-``--mult`` times ``encoder.GRID_DB_PER_OCTAVE`` dB: loss = mse + kappa * mse' * bits / (R * ln 2),
+``--mult`` times ``postfilter_fit.GRID_DB_PER_OCTAVE`` dB: loss = mse + kappa * mse' * bits / (R * ln 2),
 with kappa = mult * GRID_DB_PER_OCTAVE * ln(10) / 10, mse' the MSE held constant and R the bits
 expected at the operating point. Adam moves every weight by about its learning rate a step, useful
 or not, and every move costs bits; the term pulls the weights whose gradients are weak back to the
@@ -43,6 +43,7 @@ from dipcodec.evaluation.run import provenance
 from dipcodec.fit import fit as shipped_fit
 from dipcodec.fit import image_mse, objective, psnr_from_mse
 from dipcodec.images import read_image
+from dipcodec.postfilter_fit import GRID_DB_PER_OCTAVE
 from dipcodec.quantize import step_from_code
 from dipcodec.transfer.warmstart import encode_sequence, warm_grids
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    kappa = args.mult * encoder.GRID_DB_PER_OCTAVE * math.log(10) / 10
+    kappa = args.mult * GRID_DB_PER_OCTAVE * math.log(10) / 10
     results = (run_sequence if args.what == "seq" else run_image)(args, kappa)
     if args.json:
         args.json.write_text(json.dumps(provenance(sys.argv) | {"mult": args.mult} | results, indent=1))

@@ -29,9 +29,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_restore import DATA, _crop, _luma_psnr  # noqa: E402
 
-from dipcodec.encoder import _as_tensor, choose_network, network_layout  # noqa: E402
+from dipcodec.encoder import _as_tensor  # noqa: E402
 from dipcodec.evaluation.run import load_rgb  # noqa: E402
 from dipcodec.fit import FitSchedule, fit  # noqa: E402
+from dipcodec.layout import choose_network, network_layout  # noqa: E402
 from dipcodec.network import Generator, fixed_input, reference_weights  # noqa: E402
 from dipcodec.restoration.modes import Restoration  # noqa: E402
 

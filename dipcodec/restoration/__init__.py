@@ -1,14 +1,13 @@
-"""Restoration beside the codec: what to inpaint, the super-resolution downsampler, denoising.
+"""Restoration beside the codec: what to inpaint, back-projection for super-resolution, denoising.
 
 ``modes`` turns a restoration into what a fit needs (its loss, output size and schedule) and
-``restore`` runs one without writing a file. They import the fitting code, so this package's
-top level imports only what the decoder may use (the downsampler); the subtitle finder (scipy)
-loads on first use.
+``restore`` runs one without writing a file. They import the fitting code, so this package's top
+level imports none of its modules; the subtitle finder (scipy) loads on first use. The Lanczos
+downsampler that super-resolution fits through is part of the decoding spec, in the core
+(``dipcodec.downsample``).
 """
 
-from .downsample import downsample, lanczos_matrix
-
-__all__ = ["downsample", "lanczos_matrix", "subtitle_mask"]
+__all__ = ["subtitle_mask"]
 
 
 def __getattr__(name: str):

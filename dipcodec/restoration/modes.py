@@ -1,8 +1,10 @@
 """What a restoration changes in a fit: the loss, the size of the output, the schedule and the network.
 
 The encoder knows nothing of the modes themselves: it fits the kind of network, with the loss and
-schedule, that a :class:`Restoration` asks for, then codes the network's float output, which is the
-restored image.
+schedule, that a :class:`Restoration` asks for (through ``encoder.RestorationSpec``, the little it
+needs of one), then codes the network's float output, which is the restored image. Of the encoder,
+only the public ``encode`` imports this module, when its ``mask``, ``sr`` or ``denoise`` keyword
+asks for a restoration.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import torch
 from ..container import MAX_SCALE, MAX_SIDE
 from ..errors import InputError, warn
 from ..fit import DEFAULT_BETA2, FitSchedule, Loss, image_mse
+from ..downsample import lanczos_matrix
 from ..network import NetworkPurpose
-from .downsample import lanczos_matrix
 
-__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "PURPOSES", "purpose_of",
-           "INPUT_JITTER", "AVERAGE_DECAY", "noise_level"]
+__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "PURPOSES", "INPUT_JITTER",
+           "AVERAGE_DECAY", "noise_level"]
 
 RestorationMode = Literal["inpaint", "super-resolution", "denoise"]
 PURPOSES: dict[RestorationMode | None, NetworkPurpose] = {
@@ -116,11 +118,6 @@ class Restoration:
             return dataclasses.replace(base, input_jitter=INPUT_JITTER)
         return dataclasses.replace(base, input_jitter=INPUT_JITTER, average_decay=AVERAGE_DECAY,
                                    stop_mse=noise_level(pixels) ** 2)
-
-
-def purpose_of(restoration: Restoration | None) -> NetworkPurpose:
-    """The network a fit with this restoration (or None: plain coding) needs."""
-    return PURPOSES[restoration.mode if restoration else None]
 
 
 def as_mask(mask, pixels: np.ndarray) -> np.ndarray:

@@ -14,12 +14,13 @@ import dataclasses
 import numpy as np
 
 from ..decoder import resolve_device
-from ..encoder import PRESETS, FittedNetwork, Preset, Progress, Start, check_settings, network_layout
+from ..encoder import PRESETS, FittedNetwork, Preset, Progress, Start, check_settings
 from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
+from ..layout import network_layout
 from ..network import NetworkConfig, Upsample, reference_weights
-from .downsample import back_project
+from .back_projection import back_project
 from .modes import AVERAGE_DECAY, Restoration, RestorationMode, noise_level, restoration_for
 from .wiener import wiener_refine
 
@@ -39,7 +40,7 @@ a bicubic upsampling keeps it sharper: 4x super-resolution of the kodak6 crops, 
 dB over bicubic upscaling with it and +0.87 with bilinear, in the same time; denoising them (two
 fits) 27.75 dB against 27.31. Inpainting keeps bilinear: camel frames 0, 5, 10 and 15 at 19.42 dB
 in the holes with bicubic, 19.51 without (BENCHMARKS.md, "Restoration"). Coded files of
-super-resolution and denoising upsample bicubically too (``encoder.network_layout``; format version 4)."""
+super-resolution and denoising upsample bicubically too (``layout.network_layout``; format version 4)."""
 RESTORE_FITS: dict[Preset, int] = {"fast": 1, "default": 2, "best": 3}
 """Networks fitted per preset (seeds ``seed``, ``seed + 1``, ...), their images averaged: two fits of
 one image differ by their seed's fixed input, and their errors partly cancel. Subtitle removal on

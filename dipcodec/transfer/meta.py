@@ -21,6 +21,7 @@ import torch
 from ..decoder import resolve_device
 from ..errors import InputError
 from ..fit import DEFAULT_BETA2, FitSchedule, fit
+from ..layout import network_layout
 from ..network import Generator, NetworkConfig, NetworkPurpose, fixed_input, reference_weights
 from .basefile import BaseModel, load_base, save_base
 
@@ -59,8 +60,6 @@ class MetaSchedule:
 def standard_network(width: int, channels: int = 3, purpose: NetworkPurpose = "compress") -> NetworkConfig:
     """The encoder's network of width ``width`` for images of 64 pixels or more a side: the sine
     network of plain compression, or the ReLU one of inpainting (``"restore"``)."""
-    from ..encoder import network_layout
-
     return network_layout(512, 768, channels, purpose=purpose)(width)
 
 

@@ -47,7 +47,7 @@ PSNR, against PyTorch's 0.999 (BENCHMARKS.md, "Sequences")."""
 WARM_GRID_COARSENINGS = (0, 16, 32, 48)
 """Step codes (16 an octave) by which a warm-started frame's steps may be coarser than its key
 frame's: the encoder keeps the copy of the key frame's grid whose rounding trades rate for
-distortion best (``encoder.GRID_DB_PER_OCTAVE``). The key frame's grid resolves a whole fit from the
+distortion best (``postfilter_fit.GRID_DB_PER_OCTAVE``). The key frame's grid resolves a whole fit from the
 seed; a change from the frame before often needs less (dog and camel frame 1: 8x coarser steps lose
 0.2 to 0.35 dB for 45% fewer bytes; BENCHMARKS.md, "Sequences")."""
 
