@@ -440,7 +440,7 @@ def _decode_seq(args: argparse.Namespace) -> None:
 
 
 def _train_base(args: argparse.Namespace) -> None:
-    from .encoder import MAX_WIDTH
+    from .layout import MAX_WIDTH
     from .images import output_target, read_image
     from .transfer.basefile import save_base
     from .transfer.meta import MetaSchedule, standard_network, train_base
