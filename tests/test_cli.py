@@ -669,9 +669,9 @@ def test_every_command_says_what_it_does(capsys):
 
 
 def test_train_base_arch_bound_is_the_encoders(capsys, png, tmp_path, monkeypatch, no_slow_work):
-    import dipcodec.encoder
+    import dipcodec.layout
 
-    monkeypatch.setattr(dipcodec.encoder, "MAX_WIDTH", 50)
+    monkeypatch.setattr(dipcodec.layout, "MAX_WIDTH", 50)
     code, _, err = run(capsys, "train-base", png.parent, "-o", tmp_path / "b.dipbase", "--arch", "60", "--quiet")
     assert code == 2 and "--arch must be 4 to 50" in one_error_line(err)
 
