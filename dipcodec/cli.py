@@ -22,15 +22,14 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError, warn
+from .presets import PRESET_NAMES
 
 __all__ = ["main"]
 
 
 def _add_fit_options(command: argparse.ArgumentParser) -> None:
     """The options of every command that fits a network (encode, restore)."""
-    # Spelled out rather than imported from the encoder, which would load the fitting code for every
-    # command; tests/test_cli.py checks that the two lists agree.
-    command.add_argument("--preset", choices=("fast", "default", "best"), default="default",
+    command.add_argument("--preset", choices=PRESET_NAMES, default="default",
                          help="fitting effort (default: %(default)s)")
     command.add_argument("--seed", type=int, default=0, help="seed of the fixed input and initialization (default 0)")
     command.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -165,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--codecs", default="dipcodec,jpeg,webp,jpeg2000,avif",
                     help="comma-separated (default: %(default)s)")
     ev.add_argument("--bpp", default="0.1,0.25,0.5,0.75,1.0", help="target rates (default: %(default)s)")
-    ev.add_argument("--preset", choices=("fast", "default", "best"), default="default",
+    ev.add_argument("--preset", choices=PRESET_NAMES, default="default",
                     help="dipcodec's encoder effort (default: %(default)s)")
     ev.add_argument("--images", metavar="NAMES", help="comma-separated image names, or kodak6")
     ev.add_argument("--limit", type=int, metavar="N", help="only the first N images")

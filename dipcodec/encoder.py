@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from .layout import choose_network, network_layout
 from .network import (CanvasOffset, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, full_float32,
                       reference_weights, roll_canvas)
 from .postfilter import PostFilter
+from .presets import Preset
 from .postfilter_fit import (GRID_DB_PER_OCTAVE, choose_post_filter, fit_filter_for, pixel_mse, post_filter_candidates,
                              tuning_filter_for)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
@@ -39,31 +40,23 @@ __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", 
            "stretched_schedule", "sensitive_step_scales", "EncodeResult", "FittedNetwork", "Start", "base_start",
            "code_image", "check_settings", "DEFAULT_BASE", "PRESET_BASES", "resolve_base", "RestorationSpec"]
 
-Preset = Literal["fast", "default", "best"]
 PRESET_COST = 726.6
 """``iteration_cost`` of the network the presets were sized for: a 768x512 RGB image at the default
 quality (width 95; a test keeps the two in step)."""
-PRESETS: dict[str, FitSchedule] = {
-    # Iterations, not seconds, so that a file depends only on its inputs. Sized on this project's
-    # 2-core reference machine for a 768x512 image at the default quality (BENCHMARKS.md):
-    # fast < 1 minute, default < 5 minutes, best < 10 minutes. A cheaper network gets more of them
-    # (stretched_schedule). fast's 640 (585 before its quantization-aware phase was halved, below)
-    # are what its minute affords a network a third dearer, and a
-    # dearer one gets fewer; restorations, which are sized for no network, fit the 640. default's
-    # dearer networks get fewer too.
-    # fast and default had 450 and 2200 until 1x1 convolutions became matrix products, which cut an
-    # iteration's time by a quarter: 1.3 times as many take the time the old count did. best was
-    # not raised, and keeps PyTorch's beta2 0.999, until it is measured on a GPU (BENCHMARKS.md).
-    # fast and default forget old gradients sooner (Adam's beta2 0.95; BENCHMARKS.md, "Adam's memory"),
-    # and fit their second half through a post-filter (BENCHMARKS.md, "Fitting through the
-    # post-filter"), whose dearer iterations the stretch pays for with fewer (FILTERED_COST), as it
-    # does for the quantization-aware ones, tuned through the file's filter (TUNING_FILTER_COST):
-    # fast fits 936 / 733 / 600 float iterations at 0.25 / 0.5 / 0.75 bpp on 768x512 (1133 / 853 /
-    # 682 paying for neither), default 2994 / 2344 / 1919 (3797 / 2860 / 2285).
-    # fast's quantization-aware phase is 40 iterations, not 78 (a sixteenth of the float ones where
-    # it was about an eighth, as default's still is): its time buys float iterations instead, 640
-    # where there were 585, an encode 3 to 5% longer by the cost model, and every kodak6 file better
-    # (BENCHMARKS.md, "fast: fewer quantization-aware iterations, more float ones").
+PRESETS: dict[Preset, FitSchedule] = {
+    # Iterations, not seconds, so that a file depends only on its inputs: sized on the 2-core
+    # reference machine for a 768x512 image at the default quality (fast < 1 minute, default < 5,
+    # best < 10; BENCHMARKS.md has the measurements behind every count). stretched_schedule gives a
+    # cheaper network more iterations and, at fast and default, a dearer one fewer, and charges the
+    # iterations that train through a post-filter (FILTERED_COST) and the quantization-aware ones,
+    # which tune through the file's filter (TUNING_FILTER_COST): fast fits 936 / 733 / 600 float
+    # iterations at 0.25 / 0.5 / 0.75 bpp on 768x512, default 2994 / 2344 / 1919.
+    # fast is sized for a network a third dearer than the default quality's, and spends little on
+    # its quantization-aware phase (a sixteenth of the float iterations: BENCHMARKS.md, "fast: fewer
+    # quantization-aware iterations, more float ones"). fast and default forget old gradients sooner
+    # (Adam's beta2 0.95: "Adam's memory") and fit their second half through a post-filter ("Fitting
+    # through the post-filter"); best keeps PyTorch's beta2 0.999 until it is measured on a GPU.
+    # Restorations, sized for no network, fit the preset's own count.
     "fast": FitSchedule(iterations=640, qat_iterations=40, sized_for_cost=PRESET_COST * 4 / 3, min_stretch=0.5,
                         adam_beta2=0.95, filtered_share=0.5),
     "default": FitSchedule(iterations=2860, qat_iterations=390, sized_for_cost=PRESET_COST, min_stretch=0.5,
@@ -79,7 +72,8 @@ machine (51.8, 68.2 and 86.2 ms at widths 67, 95 and 117; BENCHMARKS.md, "Iterat
 since the upsampling's gradient took 12 to 18% off an iteration at every rate (BENCHMARKS.md, "The
 upsampling's gradient, and a fused Adam"), nor since the compiled normalization and activation
 (``dipcodec.fused``) took another 23 to 30% off (37.2, 53.4 and 65.5 ms; BENCHMARKS.md, "The fit's
-normalization and activation compiled"): the counts stayed, and encodes got shorter."""
+normalization and activation compiled"). Left at 344 on purpose: a new value would move every
+preset's iteration counts, and so every file; the speed-ups made encodes shorter instead."""
 FIT_FILTER_MIN_BYTES = 8192
 """The smallest budget whose fit trains through a post-filter. A network trained through a filter
 draws a worse image without it, and in a small file the filter's section (some 400 bytes for 5x5

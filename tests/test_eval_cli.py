@@ -381,7 +381,7 @@ def test_cli_defaults_match_the_runner():
     options = {a.dest: a for a in eval_parser._actions}
     assert run.parse_codecs(options["codecs"].default) == run.DEFAULT_CODECS
     assert run.parse_targets(options["bpp"].default) == run.DEFAULT_TARGETS
-    assert tuple(options["preset"].choices) == run.PRESETS == tuple(encoder.PRESETS)
+    assert tuple(options["preset"].choices) == run.PRESET_NAMES == tuple(encoder.PRESETS)
 
 
 def test_importing_dipcodec_loads_no_evaluation_code():

@@ -34,10 +34,11 @@ from PIL import Image
 
 from ..errors import InputError
 from ..images import read_image, write_atomic
+from ..presets import PRESET_NAMES, Preset
 from .classic import CLASSIC_CODECS, SPECS, ClassicEncoder, decode_classic
 from .metrics import measure
 
-__all__ = ["Codec", "CODECS", "DEFAULT_CODECS", "DEFAULT_TARGETS", "IMAGE_SETS", "PRESETS", "EvalConfig",
+__all__ = ["Codec", "CODECS", "DEFAULT_CODECS", "DEFAULT_TARGETS", "IMAGE_SETS", "EvalConfig",
            "SourceImage", "Results", "parse_codecs", "parse_targets", "parse_images", "find_images", "evaluate",
            "collect", "load_rgb", "budget_bytes", "NOT_CODEC", "codec_source", "source_hash", "command_line", "machine",
            "provenance", "run_task"]
@@ -46,7 +47,6 @@ Codec = Literal["dipcodec", "jpeg", "webp", "jpeg2000", "avif"]
 CODECS: tuple[Codec, ...] = ("dipcodec", *CLASSIC_CODECS)
 DEFAULT_CODECS: tuple[Codec, ...] = CODECS
 DEFAULT_TARGETS = (0.1, 0.25, 0.5, 0.75, 1.0)
-PRESETS = ("fast", "default", "best")  # the encoder's, spelled out so that planning loads no torch
 IMAGE_SETS = {
     # ../shared/data/README.md: a fixed subset of Kodak chosen for variety, for runs too slow for all 24.
     "kodak6": ("kodim01", "kodim05", "kodim07", "kodim14", "kodim20", "kodim23"),
@@ -110,7 +110,7 @@ class EvalConfig:
     out: Path
     codecs: tuple[Codec, ...] = DEFAULT_CODECS
     targets: tuple[float, ...] = DEFAULT_TARGETS
-    preset: str = "default"
+    preset: Preset = "default"
     images: tuple[str, ...] | None = None
     limit: int | None = None
     jobs: int = 1
@@ -122,8 +122,8 @@ class EvalConfig:
             raise InputError(f"codecs must be among {', '.join(CODECS)}")
         if not self.targets or any(not (math.isfinite(t) and 0 < t <= 24) for t in self.targets):
             raise InputError("target rates must be in (0, 24] bpp")
-        if self.preset not in PRESETS:
-            raise InputError(f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})")
+        if self.preset not in PRESET_NAMES:
+            raise InputError(f"unknown preset {self.preset!r} (use {', '.join(PRESET_NAMES)})")
         if self.limit is not None and self.limit < 1:
             raise InputError(f"--limit must be at least 1, got {self.limit}")
         if self.jobs < 1:
@@ -320,7 +320,7 @@ class Task:
     cache: Path
     targets: tuple[float, ...]
     sweep: bool = False
-    preset: str = "default"
+    preset: Preset = "default"
     device: str = "cpu"
     threads: int | None = None
     provenance: dict = field(default_factory=dict)
