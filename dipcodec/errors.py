@@ -23,8 +23,9 @@ class DipcodecWarning(UserWarning):
 
 
 def warn(message: str) -> None:
-    """Issue a DipcodecWarning attributed to the first caller outside the dipcodec package."""
+    """Issue a DipcodecWarning attributed to the first caller outside the dipcodec package (and the
+    ``contextlib`` wrappers of its decorated functions)."""
     frame, level = sys._getframe(1), 2  # level 1 would be this function
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "dipcodec":
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("dipcodec", "contextlib"):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, DipcodecWarning, stacklevel=level)

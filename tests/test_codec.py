@@ -191,7 +191,7 @@ def test_uint16_array_warns_and_is_scaled(gray_image):
 def test_plain_uint8_input_does_not_warn(rgb_image):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        dipcodec.info(encode(rgb_image, quality=50))
+        dipcodec.info(encode(rgb_image, bpp=4.0))  # at a --quality, a 32x32 file is far over its budget
 
 
 # ---------------------------------------------------------------- inputs and settings that are refused
@@ -467,3 +467,14 @@ def test_importing_the_package_loads_no_torch_and_registers_the_plugin():
 
     assert out == ["False", "True", MAGIC.hex()]
     assert callable(dipcodec.decode) and callable(dipcodec.decode_sequence) and callable(dipcodec.encode)
+
+
+def test_a_quality_file_far_over_its_budget_warns():
+    """On a small image the side data outweighs the network; --quality says so instead of landing
+    silently at several times its nominal rate."""
+    from dipcodec.encoder import QUALITY_OVERSHOOT
+
+    with pytest.warns(DipcodecWarning, match="this quality aims at") as caught:
+        data = dipcodec.encode(make_image(32, 32), quality=75, preset="fast")
+    assert 8 * len(data) >= QUALITY_OVERSHOOT * 0.5 * 32 * 32
+    assert len([w for w in caught if issubclass(w.category, DipcodecWarning)]) == 1

@@ -76,54 +76,75 @@ def test_sensitive_steps_cost_less_error_at_the_same_rate(fitted):
     assert errors["sensitive"] < errors["plain"], errors
 
 
+def _at(bpp: float):
+    """The encoder's network for a 768x512 RGB image at ``bpp``."""
+    return choose_network(512, 768, 3, bpp * 512 * 768)
+
+
+def _counts(schedule: FitSchedule) -> list[int]:
+    """The float iterations a schedule stretches to at 0.25, 0.5 and 0.75 bpp on 768x512."""
+    from dipcodec.encoder import stretched_schedule
+
+    return [stretched_schedule(schedule, _at(b), 512, 768).iterations for b in (0.25, 0.5, 0.75)]
+
+
 def test_cheaper_networks_get_more_iterations_up_to_the_cap(monkeypatch):
     import dipcodec.encoder as encoder
-    from dipcodec.encoder import (FILTERED_COST, PRESET_COST, PRESETS, TUNING_FILTER_COST, iteration_cost,
-                                  stretched_schedule)
+    from dipcodec.encoder import FILTERED_COST, PRESET_COST, PRESETS, TUNING_FILTER_COST, iteration_cost, stretched_schedule
 
-    at = lambda bpp: choose_network(512, 768, 3, bpp * 512 * 768)
     # The presets were sized for the network of 768x512 at the default quality (0.5 bpp).
-    assert PRESET_COST == pytest.approx(iteration_cost(at(0.5), 512, 768), abs=0.05)
-    default, fast, best = PRESETS["default"], PRESETS["fast"], PRESETS["best"]
+    assert PRESET_COST == pytest.approx(iteration_cost(_at(0.5), 512, 768), abs=0.05)
+    default = PRESETS["default"]
     untuned = dataclasses.replace(default, filtered_share=0.0, qat_iterations=0)
     # That network keeps the count of a schedule sized for it.
-    assert stretched_schedule(untuned, at(0.5), 512, 768) == untuned
+    assert stretched_schedule(untuned, _at(0.5), 512, 768) == untuned
     # A cheaper one gets more, in proportion to its cost, and nothing else in the schedule changes.
-    low = stretched_schedule(untuned, at(0.25), 512, 768)
-    ratio = PRESET_COST / iteration_cost(at(0.25), 512, 768)
+    low = stretched_schedule(untuned, _at(0.25), 512, 768)
+    ratio = PRESET_COST / iteration_cost(_at(0.25), 512, 768)
     assert 1.2 < ratio and low.iterations == round(untuned.iterations * ratio)
     assert low.qat_iterations == untuned.qat_iterations and low.learning_rate == untuned.learning_rate
     # The quantization-aware iterations, tuned through the file's post-filter, cost TUNING_FILTER_COST
     # more each, paid for with float iterations.
     unfiltered = dataclasses.replace(default, filtered_share=0.0)
-    tuned = stretched_schedule(unfiltered, at(0.5), 512, 768)
+    tuned = stretched_schedule(unfiltered, _at(0.5), 512, 768)
     assert tuned.iterations == round(default.iterations - default.qat_iterations * TUNING_FILTER_COST / PRESET_COST)
     assert tuned.qat_iterations == default.qat_iterations
-    # A dearer one gets fewer, down to half (min_stretch), so that every rate takes the preset's time;
-    # fast is sized for a network a third dearer ...
-    iterations = lambda schedule: [stretched_schedule(schedule, at(b), 512, 768).iterations for b in (0.25, 0.5, 0.75)]
-    assert iterations(unfiltered) == [3541, 2667, 2130]
-    assert iterations(dataclasses.replace(fast, filtered_share=0.0)) == [1107, 834, 666]
-    # ... and the iterations trained through the post-filter cost FILTERED_COST more.
-    assert default.filtered_share == fast.filtered_share == 0.5
-    dearer = PRESET_COST + 0.5 * FILTERED_COST
-    assert stretched_schedule(default, at(0.5), 512, 768).iterations == round(
+    # The iterations trained through the post-filter cost FILTERED_COST more.
+    dearer = PRESET_COST + default.filtered_share * FILTERED_COST
+    assert stretched_schedule(default, _at(0.5), 512, 768).iterations == round(
         default.iterations * PRESET_COST / dearer - default.qat_iterations * TUNING_FILTER_COST / dearer)
-    assert iterations(default) == [2994, 2344, 1919]
-    assert iterations(fast) == [936, 733, 600]
-    # ... and best's keep the count (min_stretch 1) but for the tuning's price.
-    assert iterations(best) == [5646, 4252, 4302]
+    # A dearer network gets fewer, down to min_stretch of the count.
     floored = FitSchedule(iterations=100, qat_iterations=0, sized_for_cost=PRESET_COST / 4, min_stretch=0.5)
-    assert stretched_schedule(floored, at(0.5), 512, 768).iterations == 50
+    assert stretched_schedule(floored, _at(0.5), 512, 768).iterations == 50
     # The stretch is capped, and a schedule sized for no network (a tool's, a restoration's) is exact.
     monkeypatch.setattr(encoder, "MAX_STRETCH", 1.1)
-    assert stretched_schedule(untuned, at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
+    assert stretched_schedule(untuned, _at(0.25), 512, 768).iterations == round(1.1 * default.iterations)
     exact = FitSchedule(iterations=100, qat_iterations=0)
-    assert stretched_schedule(exact, at(0.25), 512, 768) == exact
+    assert stretched_schedule(exact, _at(0.25), 512, 768) == exact
+
+
+def test_the_presets_iteration_counts_as_the_readme_quotes_them():
+    """The counts README.md and the PRESETS comment give for 768x512 at 0.25 / 0.5 / 0.75 bpp."""
+    from dipcodec.encoder import PRESETS
+
+    default, fast, best = PRESETS["default"], PRESETS["fast"], PRESETS["best"]
+    assert default.filtered_share == fast.filtered_share == 0.5
+    assert _counts(default) == [2994, 2344, 1919]
+    assert _counts(fast) == [936, 733, 600]
+    # Neither the filter's nor the tuning's price: fast is sized for a network a third dearer.
+    assert _counts(dataclasses.replace(default, filtered_share=0.0)) == [3541, 2667, 2130]
+    assert _counts(dataclasses.replace(fast, filtered_share=0.0)) == [1107, 834, 666]
+    # best keeps its count at dearer networks (min_stretch 1) but for the tuning's price.
+    assert _counts(best) == [5646, 4252, 4302]
+
+
+def test_restorations_keep_the_presets_count_and_pytorchs_adam_memory():
+    from dipcodec.encoder import PRESETS
     from dipcodec.restoration.modes import AVERAGE_DECAY, INPUT_JITTER, Restoration, noise_level
 
+    fast = PRESETS["fast"]
     image = make_image(64, 64)
-    # Restorations keep their measured lengths and optimizer: fast's shorter Adam memory is plain coding's.
+    # fast's shorter Adam memory is plain coding's.
     assert fast.adam_beta2 != DEFAULT_BETA2
     assert Restoration("super-resolution", scale=4).schedule(fast, image) == dataclasses.replace(
         fast, sized_for_cost=None, adam_beta2=DEFAULT_BETA2, input_jitter=INPUT_JITTER)

@@ -183,6 +183,14 @@ def test_a_file_coded_from_a_base_decodes_only_with_it(tiny_base, tmp_path):
     assert psnr(image, decoded) > 20
 
 
+def test_a_base_too_coarse_for_a_small_image_names_the_base():
+    from dipcodec.transfer.basefile import shipped_bases
+
+    base = shipped_bases()[0]
+    with pytest.raises(InputError, match=f"base model {base.name} does not fit this image: .*too large"):
+        dipcodec.encode(make_image(8, 8), bpp=4.0, preset="fast", base=base)
+
+
 def test_a_base_for_other_images_is_refused(tiny_base):
     with pytest.raises(InputError, match="3-channel"):
         dipcodec.encode(make_image(64, 64, gray=True), quality=75, preset="fast", base=tiny_base)

@@ -25,7 +25,6 @@ import numpy as np
 
 from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, network_bytes, parse_network, varint
 from ..errors import DecodeError, InputError
-from ..images import write_atomic
 from ..network import NetworkConfig
 
 __all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id",
@@ -130,6 +129,8 @@ def save_base(base: BaseModel, path: str | os.PathLike, *, force: bool = True) -
     """Write a ``.dipbase`` file atomically with :func:`dipcodec.images.write_atomic` (a unique
     temporary file, synced, renamed into place; a failure is a one-line InputError). An existing
     file is replaced unless ``force`` is False: by default, since training rewrites its checkpoint."""
+    from ..images import write_atomic  # here, not above: decoding loads this module and needs no image I/O
+
     write_atomic(path, base_to_bytes(base), force=force)
 
 
