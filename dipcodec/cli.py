@@ -440,26 +440,19 @@ def _decode_seq(args: argparse.Namespace) -> None:
 
 def _train_base(args: argparse.Namespace) -> None:
     from .layout import MAX_WIDTH
-    from .images import output_target, read_image
+    from .images import output_target
     from .transfer.basefile import save_base
-    from .transfer.meta import MetaSchedule, standard_network, train_base
+    from .transfer.meta import MetaSchedule, standard_network, train_base, training_images
 
-    source, out = Path(args.dir), Path(args.output)
-    if not source.is_dir():
-        raise InputError(f"{source} is not a folder")
+    out = Path(args.output)
+    if not Path(args.dir).is_dir():
+        raise InputError(f"{args.dir} is not a folder")
     output_target(out, force=args.force)
     if not 4 <= args.arch <= MAX_WIDTH or min(args.steps, args.inner, args.tasks) < 1 or args.crop < 64:
         raise InputError(f"--arch must be 4 to {MAX_WIDTH}, --steps, --inner and --tasks positive, --crop 64 or more")
     if args.inner_beta2 is not None and not 0 <= args.inner_beta2 < 1:
         raise InputError("--inner-beta2 must be in [0, 1)")
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-    paths = sorted(p for p in source.iterdir() if p.suffix.lower() in suffixes)
-    if not paths:
-        raise InputError(f"{source} holds no images")
-    images = [read_image(p) for p in paths]
-    if args.grayscale:
-        images = [i if i.ndim == 2 else (0.299 * i[..., 0] + 0.587 * i[..., 1] + 0.114 * i[..., 2]).round()
-                  .astype("uint8") for i in images]
+    images = training_images(args.dir, grayscale=args.grayscale)
     network = standard_network(args.arch, 1 if args.grayscale else 3, args.purpose)
     checkpoint = out.with_name(out.name + ".partial")
     if checkpoint.exists() and not args.resume:

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
-__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "read_image", "write_image", "write_atomic", "output_target",
+__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "image_files", "read_image", "write_image", "write_atomic", "output_target",
            "image_format"]
 
 _GRAY_MODES = {"1", "L", "LA", "La"}
@@ -83,6 +83,14 @@ def as_array(image: "Image.Image | np.ndarray") -> np.ndarray:
         warn("dropping the alpha channel: dipcodec codes grayscale or RGB")
         a = a[:, :, :3]
     return np.ascontiguousarray(a)
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The files of ``folder`` that Pillow knows by their extension (less dipcodec's own and hidden
+    files), sorted by name: what ``eval`` and ``train-base`` read."""
+    extensions = {e for e, fmt in Image.registered_extensions().items() if fmt != "DIPCODEC"}
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -156,6 +156,28 @@ def test_training_resumes_from_its_checkpoint(tiny_base, tmp_path, monkeypatch):
                    seed=3, checkpoint=checkpoint, resume=True)
 
 
+def test_training_images_are_the_folders_pillow_images(tmp_path):
+    from PIL import Image
+
+    from dipcodec.transfer.meta import training_images
+
+    colour = make_image(16, 24)
+    Image.fromarray(colour).save(tmp_path / "b.png")
+    Image.fromarray(colour[..., 1]).save(tmp_path / "a.bmp")
+    (tmp_path / ".hidden.png").write_bytes(b"not read")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "x.dip").write_bytes(b"DIPC")  # dipcodec's own files are not training images
+    images = training_images(tmp_path)
+    assert [i.shape for i in images] == [(16, 24), (16, 24, 3)]  # sorted by name
+    gray = training_images(tmp_path, grayscale=True)[1]
+    luma = 0.299 * colour[..., 0] + 0.587 * colour[..., 1] + 0.114 * colour[..., 2]
+    assert gray.dtype == np.uint8 and np.abs(gray - luma).max() <= 0.5
+    with pytest.raises(InputError, match="holds no images"):
+        training_images(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
+    with pytest.raises(InputError, match="is not a folder"):
+        training_images(tmp_path / "b.png")
+
+
 def test_training_refuses_images_smaller_than_its_crops():
     with pytest.raises(InputError, match="at least 64"):
         train_base([make_image(40, 80)], standard_network(8), TINY_META)

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import read_image, write_atomic
+from ..images import image_files, read_image, write_atomic
 from ..presets import PRESET_NAMES, Preset
 from .classic import CLASSIC_CODECS, SPECS, ClassicEncoder, decode_classic
 from .metrics import measure
@@ -183,9 +183,7 @@ def find_images(config: EvalConfig) -> list[SourceImage]:
         raise InputError(f"{source}: no such folder")
     if not source.is_dir():
         raise InputError(f"{source}: not a folder")
-    extensions = {e for e, fmt in Image.registered_extensions().items() if fmt != "DIPCODEC"}
-    files = sorted(p for p in source.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+    files = image_files(source)
     by_name: dict[str, Path] = {}
     for p in files:
         if p.stem in by_name:

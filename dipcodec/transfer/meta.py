@@ -25,7 +25,7 @@ from ..layout import network_layout
 from ..network import Generator, NetworkConfig, NetworkPurpose, fixed_input, reference_weights
 from .basefile import BaseModel, load_base, save_base
 
-__all__ = ["MetaSchedule", "train_base", "standard_network", "CHECKPOINT_EVERY"]
+__all__ = ["MetaSchedule", "train_base", "training_images", "standard_network", "CHECKPOINT_EVERY"]
 
 CHECKPOINT_EVERY = 10
 """Outer steps between checkpoints."""
@@ -61,6 +61,23 @@ def standard_network(width: int, channels: int = 3, purpose: NetworkPurpose = "c
     """The encoder's network of width ``width`` for images of 64 pixels or more a side: the sine
     network of plain compression, or the ReLU one of inpainting (``"restore"``)."""
     return network_layout(512, 768, channels, purpose=purpose)(width)
+
+
+def training_images(folder: str | os.PathLike, *, grayscale: bool = False) -> list[np.ndarray]:
+    """Every image of ``folder`` (``images.image_files``), as uint8 pixels; with ``grayscale``, the
+    colour ones reduced to their BT.601 luma, rounded."""
+    from ..images import image_files, read_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    images = [read_image(p) for p in image_files(folder)]
+    if not images:
+        raise InputError(f"{folder} holds no images")
+    if grayscale:
+        images = [i if i.ndim == 2 else np.rint(0.299 * i[..., 0] + 0.587 * i[..., 1] + 0.114 * i[..., 2])
+                  .astype(np.uint8) for i in images]
+    return images
 
 
 def _crop(rng: np.random.Generator, image: np.ndarray, side: int) -> np.ndarray:
