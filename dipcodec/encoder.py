@@ -257,8 +257,9 @@ the rate affords: a much narrower network would lose more than the base gains.""
 
 @dataclass(frozen=True)
 class Start:
-    """Where a fit starts and what its deltas are coded against, when not the seeded initialization:
-    a base model, or the decoded weights of a sequence's earlier frames."""
+    """Where a fit starts and what its deltas are coded against, when not the seeded initialization
+    of the network its rate affords: a base model, the decoded weights of a sequence's earlier frames,
+    or the seeded initialization of a network chosen otherwise (``restore``'s, sized for no rate)."""
 
     network: NetworkConfig
     weights: tuple[np.ndarray, ...]
@@ -275,6 +276,10 @@ class Start:
     @classmethod
     def of_base(cls, base: BaseModel) -> "Start":
         return cls(base.network, base.weights, "base", base.id)
+
+    @classmethod
+    def of_seed(cls, network: NetworkConfig, seed: int) -> "Start":
+        return cls(network, tuple(reference_weights(network, seed)), "seed")
 
 
 def resolve_base(base: BaseChoice, preset: Preset, *, purpose: NetworkPurpose = "compress") -> BaseChoice:
@@ -505,12 +510,14 @@ def _as_tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
 class FittedNetwork:
     """The float fit of a network to an image (or, with a restoration, to what is known of it)."""
 
-    def __init__(self, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
+    def __init__(self, pixels: np.ndarray, bpp: float | None, schedule: FitSchedule, seed: int, device: torch.device,
                  restoration: RestorationSpec | None, start: Start | None = None) -> None:
         height, width = pixels.shape[:2]
         self.size = restoration.output_size(height, width) if restoration else (height, width)
         channels = 1 if pixels.ndim == 2 else 3
         if start is None:
+            if bpp is None:
+                raise ValueError("a fit needs a rate to size its network, or a start that brings one")
             self.config = choose_network(*self.size, channels, bpp * self.size[0] * self.size[1],
                                          purpose=_purpose(restoration))
             self.reference = reference_weights(self.config, seed)
@@ -536,10 +543,11 @@ class FittedNetwork:
         self.float_psnr = float("nan")
 
     @classmethod
-    def fit(cls, pixels: np.ndarray, bpp: float, schedule: FitSchedule, seed: int, device: torch.device,
+    def fit(cls, pixels: np.ndarray, bpp: float | None, schedule: FitSchedule, seed: int, device: torch.device,
             restoration: RestorationSpec | None = None, progress: Progress | None = None,
             start: Start | None = None) -> "FittedNetwork":
-        """Size a network for ``bpp`` bits per (output) pixel (or take ``start``'s) and fit it in float."""
+        """Size a network for ``bpp`` bits per (output) pixel (or take ``start``'s: then ``bpp`` is
+        None) and fit it in float."""
         fitted = cls(pixels, bpp, schedule, seed, device, restoration, start)
         if progress:
             fitted.report = lambda i, p: progress(i, fitted.total, p)

@@ -32,7 +32,7 @@ KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 def curve(pixels: np.ndarray, schedule: FitSchedule, start: Start) -> list[float]:
     """Best-so-far PSNR after each iteration."""
     psnrs: list[float] = []
-    FittedNetwork.fit(pixels, 0.0, schedule, 0, torch.device("cpu"),
+    FittedNetwork.fit(pixels, None, schedule, 0, torch.device("cpu"),
                       progress=lambda i, n, p: psnrs.append(max(p, psnrs[-1]) if psnrs else p), start=start)
     return psnrs
 

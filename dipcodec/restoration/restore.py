@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..fit import FitSchedule
 from ..images import as_array
 from ..layout import network_layout
-from ..network import NetworkConfig, Upsample, reference_weights
+from ..network import NetworkConfig, Upsample
 from .back_projection import back_project
 from .modes import AVERAGE_DECAY, Restoration, RestorationMode, noise_level, restoration_for
 from .wiener import wiener_refine
@@ -145,9 +145,8 @@ def _averaged_image(pixels: np.ndarray, restoration: Restoration, schedule: FitS
 
     for i in range(fits):
         fit_seed = (seed + i) % 2**32
-        start = Start(config, tuple(reference_weights(config, fit_seed)), "seed")
-        fitted = FittedNetwork.fit(pixels, 0.0, schedule, fit_seed, torch_device, restoration,
-                                   report if progress else None, start)
+        fitted = FittedNetwork.fit(pixels, None, schedule, fit_seed, torch_device, restoration,
+                                   report if progress else None, Start.of_seed(config, fit_seed))
         total = total + fitted.output().clamp(0, 1)
         target = fitted.target  # the image as fitted, on [0, 1]
         del fitted  # one network at a time in memory
