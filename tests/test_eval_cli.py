@@ -388,3 +388,16 @@ def test_importing_dipcodec_loads_no_evaluation_code():
     code = ("import sys, dipcodec; dipcodec.decode; "
             "assert not [m for m in sys.modules if m.startswith(('matplotlib', 'dipcodec.evaluation', 'scipy'))]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
+
+
+def test_eval_logs_a_line_per_task_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """Redirected to a log, eval writes plain lines, not a progress bar's carriage-return frames."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(make_image(32, 48)).save(images / f"{name}.png")
+    code, _, err = run_cli(capsys, "eval", images, "--out", tmp_path / "out", "--codecs", "jpeg", "--bpp", "1")
+    assert code == 0 and "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("eval: ")]
+    assert [line.split(",")[0] for line in lines] == ["eval: 1/2 tasks", "eval: 2/2 tasks"]
+    assert "done a jpeg" in lines[0] and "done b jpeg" in lines[1]

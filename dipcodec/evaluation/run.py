@@ -512,9 +512,14 @@ def _execute(tasks: list[Task], config: EvalConfig, results: Results) -> None:
     from tqdm import tqdm
 
     eta = _Eta(tasks, config.jobs)
-    bar = tqdm(total=len(tasks), desc="eval", unit="task", file=sys.stderr, disable=config.quiet, leave=False,
+    # A terminal gets a bar; a log (stderr redirected) gets one line a finished task instead of the
+    # bar's carriage-return frames.
+    interactive = not config.quiet and sys.stderr.isatty()
+    logged = not config.quiet and not interactive
+    bar = tqdm(total=len(tasks), desc="eval", unit="task", file=sys.stderr, disable=not interactive, leave=False,
                bar_format="{desc} {bar} {n_fmt}/{total_fmt} tasks [{elapsed}]{postfix}")
     bar.set_postfix_str(eta.text())
+    finished_tasks: list[Task] = []
 
     def finished(task: Task, records: list[dict]) -> None:
         for r in records:
@@ -523,6 +528,10 @@ def _execute(tasks: list[Task], config: EvalConfig, results: Results) -> None:
         eta.finish(task.codec, sum(r["computed"]["seconds"] for r in records))
         bar.update(1)
         bar.set_postfix_str(f"{eta.text()}, done {task.image.name} {task.codec}")
+        finished_tasks.append(task)
+        if logged:
+            print(f"eval: {len(finished_tasks)}/{len(tasks)} tasks, done {task.image.name} {task.codec}, {eta.text()}",
+                  file=sys.stderr, flush=True)
 
     try:
         if config.jobs == 1:
