@@ -4,7 +4,6 @@ Imports nothing of the fitting code."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -19,7 +18,7 @@ from .network import CanvasOffset, Generator, NetworkConfig, fixed_input, full_f
 from .quantize import dequantize
 
 if TYPE_CHECKING:
-    from .transfer.basefile import BaseModel
+    from .transfer.basefile import BaseChoice, BaseModel
 
 __all__ = ["Scale", "decode", "info", "render", "render_stream", "resolve_device", "reference_of", "decoded_weights", "as_bases"]
 
@@ -77,7 +76,7 @@ def decoded_weights(stream: Bitstream, reference: list[np.ndarray]) -> list[np.n
     return dequantize([q.reshape(s) for q, s in zip(symbols, shapes)], reference, list(stream.step_codes))
 
 
-def as_bases(base: "str | os.PathLike | BaseModel | None") -> tuple[BaseModel, ...]:
+def as_bases(base: BaseChoice) -> tuple[BaseModel, ...]:
     """The caller's base model, if any, as the extra bases :func:`reference_of` searches."""
     if base is None:
         return ()
@@ -87,7 +86,7 @@ def as_bases(base: "str | os.PathLike | BaseModel | None") -> tuple[BaseModel, .
 
 
 def decode(data: bytes, *, device: str = "cpu", scale: Scale = "full",
-           base: "str | os.PathLike | BaseModel | None" = None) -> np.ndarray:
+           base: BaseChoice = None) -> np.ndarray:
     """Decode a ``.dip`` file's bytes to uint8 pixels (HxW for grayscale, HxWx3 for RGB).
 
     A super-resolution file decodes to the large image; ``scale="native"`` brings it down to the

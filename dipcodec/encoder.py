@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from .entropy import encode_symbols, fit_model
 from .errors import InputError, warn
 from .fit import (CanvasMSE, FilteredMSE, FitSchedule, IterationCallback, Loss, fit, image_mse, psnr_from_mse,
                   quantization_aware_fit, rounding_sensitivities)
-from .images import as_array
+from .images import ImageLike, as_array
 from .layout import choose_network, network_layout
 from .network import (CanvasOffset, Generator, NetworkConfig, NetworkPurpose, decode_cost, fixed_input, full_float32,
                       reference_weights, roll_canvas)
@@ -32,8 +31,10 @@ from .presets import Preset
 from .postfilter_fit import (GRID_DB_PER_OCTAVE, choose_post_filter, fit_filter_for, pixel_mse, post_filter_candidates,
                              tuning_filter_for)
 from .quantize import dequantize, quantize, step_codes_for, step_scales
+from .transfer.basefile import BaseChoice
 
 if TYPE_CHECKING:
+    from .restoration.modes import MaskLike
     from .transfer.basefile import BaseModel
 
 __all__ = ["Preset", "PRESETS", "DEFAULT_QUALITY", "encode", "encode_detailed", "quality_to_bpp", "iteration_cost",
@@ -240,7 +241,6 @@ def sensitive_step_scales(net: Generator, noise: torch.Tensor, target: torch.Ten
     return step_scales(weights, reference, rounding_sensitivities(net, noise, target, reference, probe, loss_fn))
 
 
-BaseChoice = Union[str, os.PathLike, "BaseModel", None]
 DEFAULT_BASE = "auto"
 """What ``encode`` starts from when no base is named: the preset's choice (PRESET_BASES)."""
 PRESET_BASES: dict[Preset, str] = {"fast": "default", "default": "none", "best": "none"}
@@ -319,7 +319,7 @@ def base_start(base: BaseChoice, height: int, width: int, channels: int, budget_
     return Start.of_base(chosen)
 
 
-def encode_detailed(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
+def encode_detailed(image: ImageLike, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
                     seed: int = 0, device: str = "cpu", progress: Progress | None = None,
                     restoration: RestorationSpec | None = None, base: BaseChoice = DEFAULT_BASE) -> EncodeResult:
     """:func:`encode`, also returning the decoded pixels and weights and the PSNRs measured on the way.
@@ -581,8 +581,9 @@ class FittedNetwork:
         return render(self.config, weights, self.seed, *self.size, self.device, self.offset)
 
 
-def encode(image, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
-           seed: int = 0, device: str = "cpu", progress: Progress | None = None, mask=None, sr: int | None = None,
+def encode(image: ImageLike, *, bpp: float | None = None, quality: float | None = None, preset: Preset = "default",
+           seed: int = 0, device: str = "cpu", progress: Progress | None = None, mask: MaskLike | None = None,
+           sr: int | None = None,
            denoise: bool = False, base: BaseChoice = DEFAULT_BASE) -> bytes:
     """Compress an image (PIL image, or uint8 array HxW / HxWxC) to the bytes of a ``.dip`` file.
 

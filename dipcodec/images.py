@@ -11,6 +11,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,8 +19,11 @@ from PIL import Image, UnidentifiedImageError
 from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
-__all__ = ["MIN_SIDE", "MAX_SIDE", "as_array", "image_files", "read_image", "write_image", "write_atomic", "output_target",
+__all__ = ["ImageLike", "MIN_SIDE", "MAX_SIDE", "as_array", "image_files", "read_image", "write_image", "write_atomic", "output_target",
            "image_format"]
+
+ImageLike = Union[Image.Image, np.ndarray]
+"""An image the API takes: a PIL image, or a uint8 array HxW or HxWxC (C = 1, 3 or 4)."""
 
 _GRAY_MODES = {"1", "L", "LA", "La"}
 
@@ -62,7 +66,7 @@ def _from_pil(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def as_array(image: "Image.Image | np.ndarray") -> np.ndarray:
+def as_array(image: ImageLike) -> np.ndarray:
     """A uint8 array HxW (grayscale) or HxWx3 from a PIL image or an array HxW / HxWxC (C in 1, 3, 4)."""
     if isinstance(image, Image.Image):
         return _from_pil(image)

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 import torch
 
 from ..container import MAX_SCALE, MAX_SIDE
 from ..errors import InputError, warn
+from ..images import ImageLike
 from ..fit import DEFAULT_BETA2, FitSchedule, Loss, image_mse
 from ..downsample import lanczos_matrix
 from ..network import NetworkPurpose
 
-__all__ = ["RestorationMode", "Restoration", "restoration_for", "as_mask", "PURPOSES", "INPUT_JITTER",
+__all__ = ["RestorationMode", "MaskLike", "Restoration", "restoration_for", "as_mask", "PURPOSES", "INPUT_JITTER",
            "AVERAGE_DECAY", "noise_level"]
 
 RestorationMode = Literal["inpaint", "super-resolution", "denoise"]
+MaskLike = Union[ImageLike, Literal["subtitles"]]
+"""A mask the API takes: an image (non-zero = missing) or ``"subtitles"``, to find them."""
 PURPOSES: dict[RestorationMode | None, NetworkPurpose] = {
     None: "compress", "inpaint": "restore", "super-resolution": "upscale", "denoise": "denoise"}
 """The network each restoration fits (None: plain coding). For super-resolution and denoising one
@@ -120,7 +123,7 @@ class Restoration:
                                    stop_mse=noise_level(pixels) ** 2)
 
 
-def as_mask(mask, pixels: np.ndarray) -> np.ndarray:
+def as_mask(mask: MaskLike, pixels: np.ndarray) -> np.ndarray:
     """A boolean HxW mask (True = missing) from a PIL image or an array (non-zero = missing), or found
     in ``pixels`` when ``mask`` is ``"subtitles"``."""
     from PIL import Image
@@ -144,7 +147,7 @@ def as_mask(mask, pixels: np.ndarray) -> np.ndarray:
     return mask != 0
 
 
-def restoration_for(pixels: np.ndarray, *, mask=None, sr: int | None = None, denoise: bool = False
+def restoration_for(pixels: np.ndarray, *, mask: MaskLike | None = None, sr: int | None = None, denoise: bool = False
                     ) -> Restoration | None:
     """The restoration that the encoder's keywords ask for (at most one), or None for plain coding."""
     asked = [name for name, on in (("mask", mask is not None), ("sr", sr is not None), ("denoise", denoise)) if on]

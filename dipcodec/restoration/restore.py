@@ -17,11 +17,11 @@ from ..decoder import resolve_device
 from ..encoder import PRESETS, FittedNetwork, Preset, Progress, Start, check_settings
 from ..errors import InputError
 from ..fit import FitSchedule
-from ..images import as_array
+from ..images import ImageLike, as_array
 from ..layout import network_layout
 from ..network import NetworkConfig, Upsample
 from .back_projection import back_project
-from .modes import AVERAGE_DECAY, Restoration, RestorationMode, noise_level, restoration_for
+from .modes import AVERAGE_DECAY, MaskLike, Restoration, RestorationMode, noise_level, restoration_for
 from .wiener import wiener_refine
 
 __all__ = ["restore", "restore_network", "hole_window", "RESTORE_WIDTH", "RESTORE_UPSAMPLE", "RESTORE_FITS",
@@ -63,7 +63,7 @@ the holes: frames 0 and 5 at 450 / 1000 / 1500 / 2200 iterations: 19.80 / 19.98 
 and 18.04 / 18.89 / 18.55 / 18.50."""
 
 
-def restore(image, mode: RestorationMode, *, mask=None, factor: int | None = None, preset: Preset = "default",
+def restore(image: ImageLike, mode: RestorationMode, *, mask: MaskLike | None = None, factor: int | None = None, preset: Preset = "default",
             seed: int = 0, device: str = "cpu", progress: Progress | None = None) -> np.ndarray:
     """Inpaint (``mask``: non-zero = missing, or ``"subtitles"``), super-resolve by ``factor`` (default 4),
     or denoise an image; returns uint8 pixels. Inpainting keeps the known pixels as they were;

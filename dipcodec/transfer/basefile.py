@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, netw
 from ..errors import DecodeError, InputError
 from ..network import NetworkConfig
 
-__all__ = ["BaseModel", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id",
+__all__ = ["BaseModel", "BaseChoice", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id",
            "base_to_bytes", "base_from_bytes", "load_base", "save_base", "shipped_bases", "find_base"]
 
 BASE_MAGIC = b"DIPB"
@@ -64,6 +65,11 @@ class BaseModel:
     def name(self) -> str:
         return self.id.hex()
 
+
+
+BaseChoice = Union[str, os.PathLike, BaseModel, None]
+"""What a base argument may be: ``"auto"``, ``"default"`` or ``"none"`` (the encoder's), a path to a
+``.dipbase`` file, a loaded :class:`BaseModel`, or None."""
 
 def base_id(network: NetworkConfig, weights: Iterable[np.ndarray]) -> bytes:
     """The first 8 bytes of the SHA-256 of the network description and the float32 weights."""

@@ -10,7 +10,6 @@ whose image stands still can follow a camera's pan.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from ..container import Bitstream, Reader, framed_body, unpack, varint
 from ..decoder import Scale, as_bases, decoded_weights, info, reference_of, render_stream, resolve_device
 from ..errors import DecodeError
 from ..network import CanvasOffset, padded_size
-from .basefile import BaseModel
+from .basefile import BaseChoice
 
 __all__ = ["SEQUENCE_MAGIC", "SEQUENCE_VERSION", "OFFSETS_SINCE", "MAX_OFFSET", "MAX_FRAMES", "MAX_AVERAGE", "SequenceFile",
            "pack_sequence", "unpack_sequence", "decode_sequence", "iter_sequence", "sequence_info", "is_sequence", "mean_weights"]
@@ -110,13 +109,13 @@ def mean_weights(history: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
 
 
 def decode_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
-                    base: "str | os.PathLike | BaseModel | None" = None) -> list[np.ndarray]:
+                    base: BaseChoice = None) -> list[np.ndarray]:
     """Decode every frame of a ``.dips`` file, in order, to uint8 pixels."""
     return list(iter_sequence(data, device=device, scale=scale, base=base))
 
 
 def iter_sequence(data: bytes, *, device: str = "cpu", scale: Scale = "full",
-                  base: "str | os.PathLike | BaseModel | None" = None) -> Iterator[np.ndarray]:
+                  base: BaseChoice = None) -> Iterator[np.ndarray]:
     """Decode a ``.dips`` file's frames one at a time, holding only the averaging window's weights:
     a long clip needs the memory of one frame, not of all of them."""
     sequence = unpack_sequence(data)

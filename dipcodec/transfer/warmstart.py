@@ -21,10 +21,10 @@ from ..encoder import (DEFAULT_BASE, DEFAULT_QUALITY, PRESETS, BaseChoice, Encod
                        base_start, check_settings, code_image, quality_to_bpp)
 from ..errors import InputError
 from ..fit import FitSchedule
-from ..images import as_array
+from ..images import ImageLike, as_array
 from ..network import CanvasOffset, padded_size
 from ..quantize import STEP_CODE_RANGE
-from ..restoration.modes import PURPOSES, restoration_for
+from ..restoration.modes import PURPOSES, MaskLike, restoration_for
 from .motion import find_canvas_offset
 from .sequence import MAX_AVERAGE, MAX_FRAMES, SequenceFile, mean_weights, pack_sequence
 
@@ -75,9 +75,9 @@ def warm_grids(key_step_codes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
                  for coarser in WARM_GRID_COARSENINGS)
 
 
-def encode_sequence(frames: Sequence, *, bpp: float | None = None, quality: float | None = None,
+def encode_sequence(frames: Sequence[ImageLike], *, bpp: float | None = None, quality: float | None = None,
                     preset: Preset = "default", seed: int = 0, device: str = "cpu", keyint: int = DEFAULT_KEYINT,
-                    average: int = 1, base: BaseChoice = DEFAULT_BASE, mask=None, motion: bool = True,
+                    average: int = 1, base: BaseChoice = DEFAULT_BASE, mask: MaskLike | None = None, motion: bool = True,
                     progress: Progress | None = None, on_frame: FrameCallback | None = None) -> bytes:
     """Compress frames of one size (PIL images or uint8 arrays) to the bytes of a ``.dips`` file.
 
