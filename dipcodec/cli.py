@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     tb.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    # Defaults spelled out for the same reason as --preset; tests/test_eval_cli.py checks them against
-    # dipcodec.evaluation.run.
+    # Defaults spelled out, so that building the parser imports no evaluation code;
+    # tests/test_eval_cli.py checks them against dipcodec.evaluation.run.
     ev = command("eval", "rate-distortion evaluation against JPEG, WebP, JPEG 2000 and AVIF",
                  "Rate-distortion evaluation of dipcodec against JPEG, WebP, JPEG 2000 and AVIF on a folder of "
                  "images, with a report. Every image at every rate is an encode: hours on a CPU; a rerun resumes.")
