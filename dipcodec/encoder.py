@@ -364,7 +364,7 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
     fitted = FittedNetwork.fit(pixels, network_bpp, schedule, seed, device, restoration, progress, start)
     net, noise, config, reference = fitted.net, fitted.noise, fitted.config, fitted.reference
     height, width = fitted.size
-    schedule, report = fitted.schedule, fitted.report
+    schedule = fitted.schedule
     # What the quantization must reproduce: the image itself, or the restored one the float fit made.
     target = fitted.target if restoration is None else fitted.output()
 
@@ -378,70 +378,20 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
     scales = [] if fixed_grids else sensitive_step_scales(net, noise, target, reference, quant_loss)
     coder = _Coder(_weights_of(net), reference, header, scales)
     target_bytes = None if target_bpp is None else int(target_bpp * height * width / 8)
-    done = schedule.iterations
-
-    def train_on_grid(codes: list[int], iterations: int) -> bytes:
-        """Quantization-aware fine-tuning on one quantization grid; returns the packed file."""
-        nonlocal done
-        fitted.total = max(fitted.total, done + iterations)
-        tuned = dataclasses.replace(schedule, qat_iterations=iterations)
-        if restoration is None and target_bytes is None and coder.post_filter is None:
-            # No rate to meet: the filter to tune through is the one the float fit's image would get
-            # (under --bpp, rate control's reserved one).
-            image = _as_pixels(fitted.output())
-            candidates = post_filter_candidates(image, pixels)
-            coder.post_filter = choose_post_filter(image, pixels, len(coder.pack_codes(codes)), candidates=candidates)
-            coder.tuning_filter = tuning_filter_for(coder.post_filter, candidates)
-        # Tuned through the filter, the rounded network makes the image the filter corrects best
-        # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
-        loss_fn = fitted.on_canvas(FilteredMSE.of(coder.tuning_filter)) if coder.tuning_filter else quant_loss
-        quantization_aware_fit(net, noise, target, reference, codes, tuned, report, done, loss_fn)
-        done += iterations
-        coder.weights = _weights_of(net)
-        return coder.pack_codes(codes)
+    tuner = _GridTuner(fitted, coder, pixels, target, quant_loss, choose_filter=restoration is None and target_bytes is None)
 
     if fixed_grids:
         codes = _best_grid(coder, fixed_grids, net, noise, target, quant_loss)
-        data = train_on_grid(codes, schedule.qat_iterations)
+        data = tuner.train(codes, schedule.qat_iterations)
     elif target_bpp is None:
         codes = step_codes_for(coder.scales, QUALITY_FINENESS)
-        data = train_on_grid(codes, schedule.qat_iterations)
+        data = tuner.train(codes, schedule.qat_iterations)
     else:
-        aim = int(RATE_HEADROOM * target_bytes)
-        if restoration is None:
-            codes = _reserve_post_filter(coder, fitted, pixels, aim)
-        else:
-            _, codes = coder.largest_under(aim)
-        data = train_on_grid(codes, schedule.qat_iterations)
-        for _ in range(MAX_REGRIDS):
-            if len(data) <= target_bytes:
-                break
-            # The tuning raised the rate past the target: a coarser grid fits, but the weights were
-            # not trained for it, so they get a shorter quantization-aware phase of their own.
-            candidate, codes = coder.largest_under(aim)
-            if len(candidate) > target_bytes:
-                break
-            data = train_on_grid(codes, max(schedule.qat_iterations // 4, 1))
-        if not 0.95 * target_bytes <= len(data) <= target_bytes:
-            data, codes = coder.largest_under(target_bytes)  # last resort: the grid, untuned, that fits
-            reached = 8 * len(data) / (height * width)
-            if len(data) > target_bytes:
-                warn(f"cannot reach {target_bpp} bpp: the smallest file for this image is {reached:.3f} bpp")
-            elif len(data) < 0.95 * target_bytes:
-                warn(f"reached only {reached:.3f} of {target_bpp} bpp: the network is at its largest for this image")
+        data, codes = _meet_rate(tuner, target_bpp, target_bytes, reserve_filter=restoration is None)
     weights = coder.dequantized(codes)
     decoded = fitted.render(weights)
     if restoration is None:
-        reserved = coder.post_filter
-        network_bytes = len(data) - (len(post_filter_section(reserved)) if reserved else 0)
-        coder.post_filter = choose_post_filter(decoded, pixels, network_bytes, max_bytes=target_bytes,
-                                               also=(reserved,) if reserved else ())
-        if coder.post_filter is None and reserved is not None and target_bytes is not None:
-            coder.post_filter = reserved  # its bytes are spent: without it the file would fall short of the rate
-        if coder.post_filter != reserved:
-            data = coder.pack_codes(codes)
-        if coder.post_filter is not None:
-            decoded = coder.post_filter.apply(decoded)
+        data, decoded = _settle_post_filter(coder, codes, data, decoded, pixels, target_bytes)
         mse = pixel_mse(decoded, pixels) / 255**2
     else:
         with torch.no_grad():
@@ -452,6 +402,88 @@ def code_image(pixels: np.ndarray, *, network_bpp: float, target_bpp: float | No
              "outweigh the network (--bpp sets the size)")
     return EncodeResult(data=data, psnr=psnr_from_mse(mse), float_psnr=fitted.float_psnr, pixels=decoded,
                         weights=tuple(weights), step_codes=tuple(codes), network=config)
+
+
+class _GridTuner:
+    """Quantization-aware fine-tuning of a fitted network on one grid after another, counting the
+    iterations on from the float fit's for the progress report."""
+
+    def __init__(self, fitted: "FittedNetwork", coder: _Coder, pixels: np.ndarray, target: torch.Tensor,
+                 quant_loss: Loss, *, choose_filter: bool) -> None:
+        self.fitted, self.coder, self.pixels, self.target, self.quant_loss = fitted, coder, pixels, target, quant_loss
+        self.choose_filter = choose_filter
+        """No rate to meet (plain coding at a --quality): the filter to tune through is the one the
+        float fit's image would get (under --bpp, rate control reserves one first)."""
+        self.done = fitted.schedule.iterations
+
+    def train(self, codes: list[int], iterations: int) -> bytes:
+        """Fine-tune on the grid of ``codes`` for ``iterations``; returns the packed file."""
+        fitted, coder = self.fitted, self.coder
+        fitted.total = max(fitted.total, self.done + iterations)
+        tuned = dataclasses.replace(fitted.schedule, qat_iterations=iterations)
+        if self.choose_filter and coder.post_filter is None:
+            image = _as_pixels(fitted.output())
+            candidates = post_filter_candidates(image, self.pixels)
+            coder.post_filter = choose_post_filter(image, self.pixels, len(coder.pack_codes(codes)),
+                                                   candidates=candidates)
+            coder.tuning_filter = tuning_filter_for(coder.post_filter, candidates)
+        # Tuned through the filter, the rounded network makes the image the filter corrects best
+        # (kodak6 at fast: +0.01 to +0.10 dB a file; BENCHMARKS.md, "The post-filter in the codec").
+        loss_fn = fitted.on_canvas(FilteredMSE.of(coder.tuning_filter)) if coder.tuning_filter else self.quant_loss
+        quantization_aware_fit(fitted.net, fitted.noise, self.target, fitted.reference, codes, tuned, fitted.report,
+                               self.done, loss_fn)
+        self.done += iterations
+        coder.weights = _weights_of(fitted.net)
+        return coder.pack_codes(codes)
+
+
+def _meet_rate(tuner: _GridTuner, target_bpp: float, target_bytes: int, *,
+               reserve_filter: bool) -> tuple[bytes, list[int]]:
+    """Rate control: the finest grid under RATE_HEADROOM of the target (beside a reserved post-filter
+    where one pays), tuned; coarser grids, each with a shorter tuning, while the tuning pushes the
+    file past the target; last, the untuned grid that fits. Returns the file and its step codes."""
+    coder, schedule = tuner.coder, tuner.fitted.schedule
+    aim = int(RATE_HEADROOM * target_bytes)
+    if reserve_filter:
+        codes = _reserve_post_filter(coder, tuner.fitted, tuner.pixels, aim)
+    else:
+        _, codes = coder.largest_under(aim)
+    data = tuner.train(codes, schedule.qat_iterations)
+    for _ in range(MAX_REGRIDS):
+        if len(data) <= target_bytes:
+            break
+        # The tuning raised the rate past the target: a coarser grid fits, but the weights were
+        # not trained for it, so they get a shorter quantization-aware phase of their own.
+        candidate, codes = coder.largest_under(aim)
+        if len(candidate) > target_bytes:
+            break
+        data = tuner.train(codes, max(schedule.qat_iterations // 4, 1))
+    if not 0.95 * target_bytes <= len(data) <= target_bytes:
+        data, codes = coder.largest_under(target_bytes)  # last resort: the grid, untuned, that fits
+        height, width = tuner.fitted.size
+        reached = 8 * len(data) / (height * width)
+        if len(data) > target_bytes:
+            warn(f"cannot reach {target_bpp} bpp: the smallest file for this image is {reached:.3f} bpp")
+        elif len(data) < 0.95 * target_bytes:
+            warn(f"reached only {reached:.3f} of {target_bpp} bpp: the network is at its largest for this image")
+    return data, codes
+
+
+def _settle_post_filter(coder: _Coder, codes: list[int], data: bytes, decoded: np.ndarray, pixels: np.ndarray,
+                        target_bytes: int | None) -> tuple[bytes, np.ndarray]:
+    """The file's post-filter, chosen on the rounded network's image (rate control's reserved one
+    among the candidates); returns the file as packed with it and the filtered image."""
+    reserved = coder.post_filter
+    network_bytes = len(data) - (len(post_filter_section(reserved)) if reserved else 0)
+    coder.post_filter = choose_post_filter(decoded, pixels, network_bytes, max_bytes=target_bytes,
+                                           also=(reserved,) if reserved else ())
+    if coder.post_filter is None and reserved is not None and target_bytes is not None:
+        coder.post_filter = reserved  # its bytes are spent: without it the file would fall short of the rate
+    if coder.post_filter != reserved:
+        data = coder.pack_codes(codes)
+    if coder.post_filter is not None:
+        decoded = coder.post_filter.apply(decoded)
+    return data, decoded
 
 
 def _best_grid(coder: _Coder, grids: tuple[tuple[int, ...], ...], net: Generator, noise: torch.Tensor,
