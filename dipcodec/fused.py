@@ -29,8 +29,6 @@ from pathlib import Path
 
 import torch
 
-from .network import NORMALIZATION_EPS
-
 __all__ = ["norm_activation", "upsample2x", "accepts", "block_filter", "available", "disabled"]
 
 _SOURCE = Path(__file__).with_name("fused.c")
@@ -128,11 +126,12 @@ def accepts(x: torch.Tensor, upsample: str | None = None) -> bool:
 
 
 def norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, activation: str,
-                    upsample: str | None = None) -> torch.Tensor:
-    """``activation(F.group_norm(x, channels, gain, bias))`` with its gradient, compiled, for ``x`` as
-    :func:`accepts` says; with ``upsample`` ("bilinear" or "bicubic"), of ``x`` upsampled 2x first (as
-    ``network.upsample2x`` does), which is then never stored."""
-    return _NormActivation.apply(x, gain, bias, _ACTIVATIONS[activation], _UPSAMPLINGS[upsample])
+                    upsample: str | None = None, *, eps: float) -> torch.Tensor:
+    """``activation(F.group_norm(x, channels, gain, bias, eps=eps))`` with its gradient, compiled, for
+    ``x`` as :func:`accepts` says; with ``upsample`` ("bilinear" or "bicubic"), of ``x`` upsampled 2x
+    first (as ``network.upsample2x`` does), which is then never stored. The network passes its own
+    ``eps``: this module imports nothing of it."""
+    return _NormActivation.apply(x, gain, bias, _ACTIVATIONS[activation], _UPSAMPLINGS[upsample], eps)
 
 
 def upsample2x(x: torch.Tensor, upsample: str) -> torch.Tensor:
@@ -162,13 +161,13 @@ def _floats(t: torch.Tensor) -> torch.Tensor:
 class _NormActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, gain: torch.Tensor,
-                bias: torch.Tensor, activation: int, upsample: int) -> torch.Tensor:
+                bias: torch.Tensor, activation: int, upsample: int, eps: float) -> torch.Tensor:
         x, gain, bias = _floats(x), _floats(gain), _floats(bias)
         n, channels, height, width = x.shape
         out = x.new_empty(n, channels, 2 * height, 2 * width) if upsample >= 0 else torch.empty_like(x)
         mean, rstd = x.new_empty(n * channels), x.new_empty(n * channels)
         pointers = (x.data_ptr(), gain.data_ptr(), bias.data_ptr(), out.data_ptr(), mean.data_ptr(), rstd.data_ptr())
-        threads, eps = torch.get_num_threads(), NORMALIZATION_EPS
+        threads = torch.get_num_threads()
         if upsample >= 0:
             buffers = _row_buffers(x, threads, width)
             _library().upsample_norm_activation_forward(*pointers, buffers.data_ptr(), n * channels, channels, height,
@@ -182,7 +181,7 @@ class _NormActivation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx,
-                 grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+                 grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None, None]:
         x, gain, bias, mean, rstd = ctx.saved_tensors
         grad = _floats(grad)
         n, channels, height, width = x.shape
@@ -200,7 +199,7 @@ class _NormActivation(torch.autograd.Function):
         else:
             _library().norm_activation_backward(*inputs, *outputs, n * channels, channels, height * width,
                                                 ctx.activation, torch.get_num_threads())
-        return grad_x, grad_gain.sum(0), grad_bias.sum(0), None, None
+        return grad_x, grad_gain.sum(0), grad_bias.sum(0), None, None, None
 
 
 class _Upsample2x(torch.autograd.Function):

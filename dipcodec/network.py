@@ -273,7 +273,7 @@ def _norm_activation(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, ac
     if x.requires_grad and x.device.type == "cpu":
         from . import fused
         if fused.accepts(x, upsample):
-            return fused.norm_activation(x, gain, bias, activation, upsample)
+            return fused.norm_activation(x, gain, bias, activation, upsample, eps=NORMALIZATION_EPS)
     if upsample is not None:
         x = upsample2x(x, upsample)
     x = F.group_norm(x, x.shape[1], gain, bias, eps=NORMALIZATION_EPS)

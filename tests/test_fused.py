@@ -1,6 +1,7 @@
 """The compiled normalization and activation of a fit (dipcodec.fused) against PyTorch's operations."""
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -55,7 +56,8 @@ def test_values_and_gradients_match_pytorchs(upsample, activation, shape, offset
     bias = torch.randn(shape[1], generator=g)
     size = (shape[0], shape[1], shape[2] * 2, shape[3] * 2) if upsample else shape
     grad = torch.randn(size, generator=g)
-    ours = _run(fused.norm_activation, z, gain, bias, activation, grad, upsample)
+    ours = _run(functools.partial(fused.norm_activation, eps=NORMALIZATION_EPS), z, gain, bias, activation, grad,
+                upsample)
     theirs = _run(_reference, z.double(), gain.double(), bias.double(), activation, grad, upsample)
     for name, a, b in zip(("output", "input's gradient", "gain's gradient", "bias's gradient"), ours, theirs):
         scale = b.abs().max().item()
@@ -104,7 +106,8 @@ def test_the_result_does_not_depend_on_the_number_of_threads(upsample):
     try:
         for count in (1, 3):
             torch.set_num_threads(count)
-            results.append(_run(fused.norm_activation, z, gain, bias, "sine", grad, upsample))
+            results.append(_run(functools.partial(fused.norm_activation, eps=NORMALIZATION_EPS), z, gain, bias, "sine",
+                                grad, upsample))
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(*results):
