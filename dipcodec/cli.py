@@ -49,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                   "Compress an image to a .dip file by fitting a small network to it and coding the network's "
                   "weights. Fitting takes minutes on a CPU (--preset fast is the quickest; --device cuda is "
                   "faster).")
-    enc.add_argument("input", metavar="IN", help="any image Pillow reads")
-    enc.add_argument("output", metavar="OUT", help="the .dip file to write")
+    enc.add_argument("input", metavar="IN", help="any image Pillow reads (- for standard input)")
+    enc.add_argument("output", metavar="OUT", help="the .dip file to write (- for standard output)")
     rate = enc.add_mutually_exclusive_group()
     rate.add_argument("--bpp", type=float, help="target bits per pixel (of the decoded image) of the whole file, met within 5%%")
     rate.add_argument("--quality", type=float, help="1-100, like JPEG's (default 75)")
@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     dec = command("decode", "decompress a .dip file to an image",
                   "Decompress a .dip file to an image, in the format OUT's extension names. Decoding runs the "
                   "network once: seconds, not the minutes of an encode.")
-    dec.add_argument("input", metavar="IN", help="the .dip file")
-    dec.add_argument("output", metavar="OUT", help="image to write; the format follows the extension (.png ...)")
+    dec.add_argument("input", metavar="IN", help="the .dip file (- for standard input)")
+    dec.add_argument("output", metavar="OUT",
+                     help="image to write; the format follows the extension (.png ...); - for PNG on standard output")
     dec.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     dec.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     dec.add_argument("--scale", choices=("full", "native"), default="full",
@@ -79,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     inf = command("info", "describe a .dip, .dips or .dipbase file",
                   "Describe a .dip, .dips or .dipbase file without decoding it: image size, network, rate "
                   "(per frame for a sequence).")
-    inf.add_argument("file", metavar="FILE", help="a .dip, .dips or .dipbase file")
+    inf.add_argument("file", metavar="FILE", help="a .dip, .dips or .dipbase file (- for standard input)")
     inf.add_argument("--json", action="store_true", help="machine-readable output")
 
     seq = command("encode-seq", "compress the frames of a clip to a .dips file, each from the one before",
@@ -118,8 +119,9 @@ def _parser() -> argparse.ArgumentParser:
                   "Inpaint, super-resolve or denoise an image by fitting networks to it, and write the result as "
                   "an image (no .dip file). The fits take minutes on a CPU.")
     res.add_argument("mode", choices=("inpaint", "sr", "denoise"))
-    res.add_argument("input", metavar="IN", help="any image Pillow reads")
-    res.add_argument("output", metavar="OUT", help="image to write; the format follows the extension")
+    res.add_argument("input", metavar="IN", help="any image Pillow reads (- for standard input)")
+    res.add_argument("output", metavar="OUT", help="image to write; the format follows the extension; - for PNG on "
+                     "standard output")
     res.add_argument("--mask", metavar="MASK", help="inpaint: mask image (non-zero = missing) or 'subtitles'")
     res.add_argument("--factor", type=int, metavar="N", help="sr: the factor (default 4)")
     _add_fit_options(res)
@@ -217,11 +219,42 @@ def _check_kind(path: str, data: bytes, *, sequence: bool) -> None:
         raise InputError(f"{path} is a single image: use decode")
 
 
+STDIO = "-"
+"""IN or OUT as ``-``: standard input or output, as cjpeg and gzip take them."""
+
+
+def _source(name: str) -> str:
+    """The path to read IN from: ``-`` is standard input."""
+    return "/dev/stdin" if name == STDIO else name
+
+
+def _write_stdout(data: bytes) -> None:
+    """OUT ``-``: the bytes to standard output, which must not be a terminal (as gzip refuses)."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _png_bytes(pixels) -> bytes:
+    """An image for standard output: PNG, whatever OUT's extension would have said."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _check_output(dst: str, force: bool, *sources: str) -> None:
     """Refuse bad outputs before any slow work: an input itself, an existing file without --force, a
-    directory or a device, a missing or read-only folder (:func:`dipcodec.images.output_target`)."""
+    directory or a device, a missing or read-only folder (:func:`dipcodec.images.output_target`); for
+    ``-``, a terminal."""
     from .images import output_target
 
+    if dst == STDIO:
+        if sys.stdout.isatty():
+            raise InputError("refusing to write binary data to a terminal (redirect standard output)")
+        return
     if Path(dst).exists() and any(Path(src).exists() and os.path.samefile(src, dst) for src in sources):
         raise InputError(f"{dst}: output is the input file")
     output_target(dst, force=force)
@@ -251,6 +284,8 @@ def _check_image_output(path: str | os.PathLike, command: str, channels: int | N
     """Before any slow work: OUT must name an image format Pillow writes (for ``channels``, if known)."""
     from .images import image_format
 
+    if str(path) == STDIO:
+        return  # standard output gets PNG, which takes every image dipcodec makes
     if _image_format_named(path) is None:
         raise InputError(f"{path}: {command} writes an image; choose an image extension such as .png")
     image_format(path, channels)
@@ -258,7 +293,7 @@ def _check_image_output(path: str | os.PathLike, command: str, channels: int | N
 
 def _warn_image_extension(path: str) -> None:
     """``encode in.png out.png`` writes a .dip file all the same: say so before the fit, not after."""
-    if fmt := _image_format_named(path):
+    if path != STDIO and (fmt := _image_format_named(path)):
         warn(f"{path}: encode writes a .dip file, not a {fmt} image; name it {Path(path).with_suffix('.dip').name}")
 
 
@@ -319,14 +354,17 @@ def _encode(args: argparse.Namespace) -> None:
 
     _check_output(args.output, args.force, args.input)
     _warn_image_extension(args.output)
-    pixels = read_image(args.input)
+    pixels = read_image(_source(args.input))
     restoration = restoration_for(pixels, mask=_mask_argument(args.mask), sr=args.sr, denoise=args.denoise)
     start = time.perf_counter()
     with _ProgressBar() as bar:
         result = encode_detailed(pixels, bpp=args.bpp, quality=args.quality, preset=args.preset, seed=args.seed,
                                  device=args.device, progress=None if args.quiet else bar, restoration=restoration,
                                  base=args.base)
-    write_atomic(args.output, result.data, force=args.force)
+    if args.output == STDIO:
+        _write_stdout(result.data)
+    else:
+        write_atomic(args.output, result.data, force=args.force)
     if not args.quiet:
         h, w = result.pixels.shape[:2]
         fidelity = "" if restoration is None else f" ({restoration.mode}: to the input as the fit sees it)"
@@ -340,12 +378,15 @@ def _decode(args: argparse.Namespace) -> None:
 
     _check_output(args.output, args.force, args.input)
     _check_image_output(args.output, "decode")
-    data = _read_file(args.input)
+    data = _read_file(_source(args.input))
     with _naming(args.input):
         _check_kind(args.input, data, sequence=False)
         _check_image_output(args.output, "decode", info(data)["channels"])
         pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
-    write_image(args.output, pixels, force=args.force)
+    if args.output == STDIO:
+        _write_stdout(_png_bytes(pixels))
+    else:
+        write_image(args.output, pixels, force=args.force)
 
 
 def _encode_seq(args: argparse.Namespace) -> None:
@@ -505,18 +546,21 @@ def _restore(args: argparse.Namespace) -> None:
         raise InputError("--mask goes with inpaint, and inpaint needs it")
     if args.factor is not None and args.mode != "sr":
         raise InputError("--factor goes with sr only")
-    pixels = read_image(args.input)
+    pixels = read_image(_source(args.input))
     _check_image_output(args.output, "restore", 1 if pixels.ndim == 2 else 3)
     mode = {"sr": "super-resolution"}.get(args.mode, args.mode)
     with _ProgressBar() as bar:
         restored = restore(pixels, mode, mask=_mask_argument(args.mask), factor=args.factor, preset=args.preset,
                            seed=args.seed, device=args.device, progress=None if args.quiet else bar)
-    write_image(args.output, restored, force=args.force)
+    if args.output == STDIO:
+        _write_stdout(_png_bytes(restored))
+    else:
+        write_image(args.output, restored, force=args.force)
 
 
 def _info(args: argparse.Namespace) -> None:
     with _naming(args.file):
-        _describe(args, _read_file(args.file))
+        _describe(args, _read_file(_source(args.file)))
 
 
 def _describe(args: argparse.Namespace, data: bytes) -> None:

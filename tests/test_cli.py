@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from PIL import Image
 import dipcodec
 from dipcodec.cli import main
 
-from conftest import make_image
+from conftest import make_image, psnr
 from test_images import full_disk  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -690,3 +692,42 @@ def test_train_base_that_cannot_save_fails_cleanly(capsys, png, tmp_path, monkey
     code, _, err = run(capsys, "train-base", png.parent, "-o", tmp_path / "b.dipbase", "--quiet")
     assert code == 2 and "No space left on device" in one_error_line(err)
     assert listing(tmp_path) == ["b.dipbase.partial", "in.png"]
+
+
+# ---------------------------------------------------------------- - for standard input and output
+
+
+def _dipcodec(*argv, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dipcodec", *map(str, argv)], input=stdin, capture_output=True,
+                          timeout=300)
+
+
+def test_decode_and_info_read_standard_input_and_decode_writes_png_to_standard_output():
+    data = (DATA / "golden-v3.dip").read_bytes()
+    done = _dipcodec("decode", "-", "-", stdin=data)
+    assert done.returncode == 0 and done.stderr == b""
+    with Image.open(io.BytesIO(done.stdout)) as im:
+        assert im.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(im), dipcodec.decode(data))
+    done = _dipcodec("info", "-", "--json", stdin=data)
+    assert done.returncode == 0 and json.loads(done.stdout)["width"] == dipcodec.info(data)["width"]
+    done = _dipcodec("decode", "-", "-", stdin=data[:-3])  # damaged: one error line, nothing on stdout
+    assert done.returncode == 2 and done.stdout == b"" and done.stderr.decode().startswith("dipcodec: error: -: ")
+
+
+def test_encode_reads_standard_input_and_writes_standard_output(png):
+    done = _dipcodec("encode", "-", "-", "--preset", "fast", "--bpp", "4", "--quiet", stdin=png.read_bytes())
+    assert done.returncode == 0 and done.stderr == b""
+    decoded = dipcodec.decode(done.stdout)
+    assert decoded.shape == (24, 32, 3)
+    assert psnr(np.asarray(Image.open(png)), decoded) > 20
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "restore"])
+def test_binary_output_to_a_terminal_is_refused_before_the_work(capsys, monkeypatch, png, no_slow_work, command):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    argv = {"encode": ["encode", png, "-"], "decode": ["decode", DATA / "golden-v3.dip", "-"],
+            "restore": ["restore", "denoise", png, "-"]}[command]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert one_error_line(err) == "dipcodec: error: refusing to write binary data to a terminal (redirect standard output)"
