@@ -234,17 +234,6 @@ def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def _png_bytes(pixels) -> bytes:
-    """An image for standard output: PNG, whatever OUT's extension would have said."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _check_output(dst: str, force: bool, *sources: str) -> None:
     """Refuse bad outputs before any slow work: an input itself, an existing file without --force, a
     directory or a device, a missing or read-only folder (:func:`dipcodec.images.output_target`); for
@@ -374,7 +363,7 @@ def _encode(args: argparse.Namespace) -> None:
 
 def _decode(args: argparse.Namespace) -> None:
     from .decoder import decode, info
-    from .images import write_image
+    from .images import image_bytes, write_image
 
     _check_output(args.output, args.force, args.input)
     _check_image_output(args.output, "decode")
@@ -384,7 +373,7 @@ def _decode(args: argparse.Namespace) -> None:
         _check_image_output(args.output, "decode", info(data)["channels"])
         pixels = decode(data, device=args.device, scale=args.scale, base=args.base)
     if args.output == STDIO:
-        _write_stdout(_png_bytes(pixels))
+        _write_stdout(image_bytes(STDIO, pixels, "PNG"))  # standard output gets PNG
     else:
         write_image(args.output, pixels, force=args.force)
 
@@ -537,7 +526,7 @@ def _mask(args: argparse.Namespace) -> None:
 
 
 def _restore(args: argparse.Namespace) -> None:
-    from .images import read_image, write_image
+    from .images import image_bytes, read_image, write_image
     from .restoration.restore import restore
 
     _check_output(args.output, args.force, args.input)
@@ -553,7 +542,7 @@ def _restore(args: argparse.Namespace) -> None:
         restored = restore(pixels, mode, mask=_mask_argument(args.mask), factor=args.factor, preset=args.preset,
                            seed=args.seed, device=args.device, progress=None if args.quiet else bar)
     if args.output == STDIO:
-        _write_stdout(_png_bytes(restored))
+        _write_stdout(image_bytes(STDIO, restored, "PNG"))
     else:
         write_image(args.output, restored, force=args.force)
 

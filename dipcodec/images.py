@@ -20,7 +20,7 @@ from .container import MAX_SIDE, MIN_SIDE
 from .errors import InputError, warn
 
 __all__ = ["ImageLike", "MIN_SIDE", "MAX_SIDE", "as_array", "image_files", "read_image", "write_image", "write_atomic", "output_target",
-           "image_format"]
+           "image_format", "image_bytes"]
 
 ImageLike = Union[Image.Image, np.ndarray]
 """An image the API takes: a PIL image, or a uint8 array HxW or HxWxC (C = 1, 3 or 4)."""
@@ -169,8 +169,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False) -
         raise
 
 
-def _pillow_bytes(path: Path, pixels: np.ndarray, fmt: str) -> bytes:
-    """``pixels`` saved as ``fmt``; whatever Pillow raises becomes one readable line."""
+def image_bytes(path: str | os.PathLike, pixels: np.ndarray, fmt: str) -> bytes:
+    """``pixels`` saved as ``fmt``; whatever Pillow raises becomes one readable line naming ``path``."""
     buffer = io.BytesIO()
     try:
         Image.fromarray(pixels).save(buffer, format=fmt)
@@ -197,7 +197,7 @@ def image_format(path: str | os.PathLike, channels: int | None = None) -> str:
     refusals = []
     for kind in (3, 1) if channels is None else (channels,):
         try:
-            _pillow_bytes(path, np.zeros((8, 8, 3) if kind == 3 else (8, 8), np.uint8), fmt)
+            image_bytes(path, np.zeros((8, 8, 3) if kind == 3 else (8, 8), np.uint8), fmt)
             return fmt
         except InputError as exc:
             refusals.append(exc)
@@ -207,4 +207,4 @@ def image_format(path: str | os.PathLike, channels: int | None = None) -> str:
 def write_image(path: str | os.PathLike, pixels: np.ndarray, *, force: bool = False) -> None:
     """Save pixels in the format named by the extension (PNG, BMP, TIFF, WebP, JPEG ...), atomically."""
     path = Path(path)
-    write_atomic(path, _pillow_bytes(path, pixels, image_format(path)), force=force)
+    write_atomic(path, image_bytes(path, pixels, image_format(path)), force=force)
