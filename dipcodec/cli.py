@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import __version__
-from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError, warn
+from .errors import DecodeError, DipcodecError, DipcodecWarning, InputError, MissingBaseError, warn
 from .presets import PRESET_NAMES
 
 __all__ = ["main"]
@@ -201,7 +201,7 @@ def _naming(path: str) -> Iterator[None]:
     try:
         yield
     except DecodeError as exc:
-        hint = " (give it with --base PATH)" if "needs base model" in str(exc) else ""
+        hint = " (give it with --base PATH)" if isinstance(exc, MissingBaseError) else ""
         raise DecodeError(f"{path}: {exc}{hint}") from None
 
 

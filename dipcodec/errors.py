@@ -3,7 +3,7 @@
 import sys
 import warnings
 
-__all__ = ["DipcodecError", "InputError", "DecodeError", "DipcodecWarning", "warn"]
+__all__ = ["DipcodecError", "InputError", "DecodeError", "MissingBaseError", "DipcodecWarning", "warn"]
 
 
 class DipcodecError(Exception):
@@ -16,6 +16,11 @@ class InputError(DipcodecError, ValueError):
 
 class DecodeError(DipcodecError, ValueError):
     """A bitstream is damaged, forged, of an unknown version, or needs something not available."""
+
+
+class MissingBaseError(DecodeError):
+    """A file is coded against a base model that is not available (its message names the base's id):
+    the one decode error that an argument (``base=``, ``--base``) fixes."""
 
 
 class DipcodecWarning(UserWarning):

@@ -15,6 +15,7 @@ from PIL import Image
 
 import dipcodec
 from dipcodec import DecodeError
+from dipcodec.errors import MissingBaseError
 
 from conftest import with_crc
 
@@ -316,7 +317,7 @@ def test_golden_sequence_names_its_base_and_its_references():
     assert details["average"] == 2 and details["key_frames"] == [0]
     assert [f["reference"] for f in details["frame_info"]] == ["base", "previous-frame", "previous-frame"]
     assert details["frame_info"][0]["base_id"] == load_base(BASE).name == "64c9af4c3abcb906"
-    with pytest.raises(DecodeError, match="needs base model 64c9af4c3abcb906"):
+    with pytest.raises(MissingBaseError, match="needs base model 64c9af4c3abcb906"):
         dipcodec.decode_sequence(SEQUENCE.read_bytes())
     assert details["sequence_version"] == 1
     assert [f["canvas_offset"] for f in details["frame_info"]] == [[0, 0]] * 3

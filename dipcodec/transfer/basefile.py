@@ -25,7 +25,7 @@ from typing import Union
 import numpy as np
 
 from ..container import BASE_ID_BYTES, MAX_FILE_BYTES, Reader, framed_body, network_bytes, parse_network, varint
-from ..errors import DecodeError, InputError
+from ..errors import DecodeError, InputError, MissingBaseError
 from ..network import NetworkConfig
 
 __all__ = ["BaseModel", "BaseChoice", "BASE_MAGIC", "BASE_VERSION", "BASE_READABLE_VERSIONS", "BASE_SUFFIX", "SHIPPED_DIR", "base_id",
@@ -152,4 +152,4 @@ def find_base(wanted: bytes, extra: Iterable[BaseModel] = ()) -> BaseModel:
     for base in (*extra, *shipped_bases()):
         if base.id == wanted:
             return base
-    raise DecodeError(f"this file needs base model {wanted.hex()}, which is not available")
+    raise MissingBaseError(f"this file needs base model {wanted.hex()}, which is not available")
